@@ -1,0 +1,53 @@
+# The two commands a newcomer needs: `make run` (the nightly job on real photos) and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+FASHION_DATA_DIR ?= $(firstword $(wildcard ../shared/data/clothing-dataset-small) data/clothing-dataset-small)
+FASHION_WEIGHTS_DIR ?= $(firstword $(wildcard ../shared/weights) weights)
+export FASHION_DATA_DIR FASHION_WEIGHTS_DIR
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install system-deps test lint run serve train export bench clean
+
+install: $(VENV)/.installed system-deps
+
+# Re-install only when the dependency list changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[all]'
+	touch $@
+
+# Debian's docker-compose, used only to check docker-compose.yml statically (no engine runs here).
+system-deps:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq docker-compose >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq docker-compose >/dev/null)) ; \
+	  else echo "note: install Debian's docker-compose to run the compose check"; fi; }
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+train: install
+	$(BIN)/python -m training prepare --data-dir "$(FASHION_DATA_DIR)"
+	$(BIN)/python -m training train
+	$(BIN)/python -m training evaluate
+
+export: install
+	$(BIN)/python -m export --model artifacts/model.keras --base-path models/fashion
+
+run: install
+	$(BIN)/python -m batch.run_local
+
+serve: install
+	$(BIN)/python -m batch.run_local --serve
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

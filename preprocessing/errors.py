@@ -1,0 +1,56 @@
+"""Why an upload could not become a model input. Each error carries a stable machine ``code``.
+
+The gateway maps these to HTTP statuses in one place (``gateway/errors.py``); the batch job uses
+the codes to decide quarantine. Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class ImageError(ValueError):
+    """Base class: the bytes cannot be turned into a model input.
+
+    Attributes:
+        code: stable snake_case identifier, part of the gateway's public error contract.
+    """
+
+    code = "invalid_image"
+
+
+class EmptyImageError(ImageError):
+    """The upload has zero bytes."""
+
+    code = "empty_file"
+
+
+class NotAnImageError(ImageError):
+    """The bytes are not an image Pillow can identify (text, HTML, random data)."""
+
+    code = "not_an_image"
+
+
+class CorruptImageError(ImageError):
+    """An image whose header or pixel data is corrupt or truncated."""
+
+    code = "corrupt_image"
+
+
+class UnsupportedFormatError(ImageError):
+    """A recognised image format that Pillow cannot decode (HEIC, AVIF, PDF, ...).
+
+    Attributes:
+        format_name: the format recognised, e.g. ``"HEIC"``.
+    """
+
+    code = "unsupported_format"
+
+    def __init__(self, format_name: str) -> None:
+        super().__init__(f"image format {format_name} is not supported; send JPEG, PNG, WebP, "
+                         "BMP, GIF or TIFF")
+        self.format_name = format_name
+
+
+class ImageTooLargeError(ImageError):
+    """The header declares more pixels than the configured limit (checked before decoding)."""
+
+    code = "image_too_large"

@@ -1,0 +1,1 @@
+"""Training: prepare manifests, train the MobileNetV2 transfer-learning classifier, evaluate it."""

@@ -1,4 +1,4 @@
-"""Image bytes to the model's uint8 RGB input: the one implementation training and the gateway share.
+"""Image bytes to the model's uint8 RGB input: one implementation, shared by training and gateway.
 
 Pure: Pillow and NumPy only, no TensorFlow, Flask or gRPC. The MobileNetV2 scaling to [-1, 1] is
 *not* done here; it lives inside the exported graph (``x / 127.5 - 1``, the rule of
@@ -129,7 +129,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
             array8 = np.clip(array, 0, 255).astype(np.uint8)
         else:
             top = 65535 if mode.startswith("I;16") or array.max(initial=0) > 255 else 255
-            array8 = (np.clip(array, 0, top).astype(np.float64) * (255.0 / top) + 0.5).astype(np.uint8)
+            scaled = np.clip(array, 0, top).astype(np.float64) * (255.0 / top) + 0.5
+            array8 = scaled.astype(np.uint8)
         return Image.fromarray(array8, mode="L").convert("RGB")
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode in ("P", "L", "RGB") and "transparency" in image.info

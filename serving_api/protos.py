@@ -1,0 +1,91 @@
+"""TF Serving's protocol messages and gRPC stubs, importable without the TensorFlow runtime.
+
+The ``tensorflow-serving-api`` wheel's generated modules import
+``tensorflow.core.framework.*_pb2``. Importing any ``tensorflow.*`` module first executes
+``tensorflow/__init__.py``, which loads the whole runtime (measured here: ~4 s and ~640 MB
+resident). The generated ``*_pb2`` modules themselves need only ``protobuf``. So, when TensorFlow
+is not already loaded, this module registers a bare namespace module for the ``tensorflow`` package
+(its ``__path__`` pointing at the installed package folder, or at a proto-only copy in the gateway
+image), imports the ``*_pb2`` modules through it, then removes the bare module again so that a
+later real ``import tensorflow`` in the same process still runs the real ``__init__`` and finds
+these already-imported ``*_pb2`` modules in ``sys.modules``.
+
+When TensorFlow is already imported (the model server, export), the stock modules are used as is.
+
+Usage::
+
+    from serving_api import protos
+    request = protos.predict_pb2.PredictRequest()
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+
+
+def _import_messages_without_runtime() -> None:
+    if "tensorflow" in sys.modules:
+        return
+    spec = importlib.util.find_spec("tensorflow")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "the generated TF Serving messages need the 'tensorflow' package folder "
+            "(pip install tensorflow-serving-api, or the gateway image's proto-only copy)"
+        )
+    bare = types.ModuleType("tensorflow", "namespace for generated protobuf modules only")
+    bare.__path__ = list(spec.submodule_search_locations)
+    sys.modules["tensorflow"] = bare
+    try:
+        for name in _MODULES.values():
+            importlib.import_module(name)
+    finally:
+        # Give the name back: a later `import tensorflow` then loads the real package, which reuses
+        # the *_pb2 modules already in sys.modules (same files, same descriptors).
+        if sys.modules.get("tensorflow") is bare:
+            del sys.modules["tensorflow"]
+
+
+_MODULES = {
+    "tensor_pb2": "tensorflow.core.framework.tensor_pb2",
+    "tensor_shape_pb2": "tensorflow.core.framework.tensor_shape_pb2",
+    "types_pb2": "tensorflow.core.framework.types_pb2",
+    "meta_graph_pb2": "tensorflow.core.protobuf.meta_graph_pb2",
+    "model_pb2": "tensorflow_serving.apis.model_pb2",
+    "predict_pb2": "tensorflow_serving.apis.predict_pb2",
+    "get_model_metadata_pb2": "tensorflow_serving.apis.get_model_metadata_pb2",
+    "get_model_status_pb2": "tensorflow_serving.apis.get_model_status_pb2",
+    "prediction_log_pb2": "tensorflow_serving.apis.prediction_log_pb2",
+    "prediction_service_pb2_grpc": "tensorflow_serving.apis.prediction_service_pb2_grpc",
+    "model_service_pb2_grpc": "tensorflow_serving.apis.model_service_pb2_grpc",
+    "model_server_config_pb2": "tensorflow_serving.config.model_server_config_pb2",
+}
+
+_import_messages_without_runtime()
+
+tensor_pb2 = importlib.import_module(_MODULES["tensor_pb2"])
+tensor_shape_pb2 = importlib.import_module(_MODULES["tensor_shape_pb2"])
+types_pb2 = importlib.import_module(_MODULES["types_pb2"])
+meta_graph_pb2 = importlib.import_module(_MODULES["meta_graph_pb2"])
+model_pb2 = importlib.import_module(_MODULES["model_pb2"])
+predict_pb2 = importlib.import_module(_MODULES["predict_pb2"])
+get_model_metadata_pb2 = importlib.import_module(_MODULES["get_model_metadata_pb2"])
+get_model_status_pb2 = importlib.import_module(_MODULES["get_model_status_pb2"])
+prediction_log_pb2 = importlib.import_module(_MODULES["prediction_log_pb2"])
+prediction_service_pb2_grpc = importlib.import_module(_MODULES["prediction_service_pb2_grpc"])
+model_service_pb2_grpc = importlib.import_module(_MODULES["model_service_pb2_grpc"])
+model_server_config_pb2 = importlib.import_module(_MODULES["model_server_config_pb2"])
+
+RUNTIME_MODULES = ("tensorflow.python", "tensorflow.python.pywrap_tensorflow", "keras")
+"""Modules whose presence in ``sys.modules`` means the TensorFlow runtime was loaded."""
+
+
+def runtime_loaded() -> bool:
+    """Whether this process has loaded the TensorFlow runtime (not just generated messages).
+
+    Returns:
+        True if any of :data:`RUNTIME_MODULES` is in ``sys.modules``.
+    """
+    return any(name in sys.modules for name in RUNTIME_MODULES)

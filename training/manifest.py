@@ -1,0 +1,239 @@
+"""``prepare``: scan a folder-per-class image set, split it, and write the manifest.
+
+Two layouts are accepted:
+- ``<data>/{train,validation,test}/<class>/*`` (fixed splits, e.g. clothing-dataset-small);
+- ``<data>/<class>/*`` (no splits): each class is shuffled with a fixed seed and split
+  70/15/15 (stratified), see :class:`training.settings.SplitConfig`.
+
+Every file is decoded once with the shared :func:`preprocessing.decode`; files it rejects are
+listed in the report with their error ``code`` and left out of the manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import preprocessing
+from training.settings import SPLITS, SplitConfig
+
+MANIFEST_FIELDS = ("path", "label", "split")
+"""Columns of ``manifest.csv``, in order."""
+
+CHECK_SIZE = (32, 32)
+"""Decode size used to validate a file: small, so JPEG draft mode keeps the check cheap."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One manifest row.
+
+    Attributes:
+        path: absolute path of the image file.
+        label: class name (the folder name).
+        split: one of ``train``, ``validation``, ``test``.
+    """
+
+    path: str
+    label: str
+    split: str
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def has_fixed_splits(data_dir: Path) -> bool:
+    """Tells whether ``data_dir`` holds ``train/``, ``validation/`` and ``test/`` folders.
+
+    Args:
+        data_dir: the data set root.
+
+    Returns:
+        True when all three split folders exist.
+    """
+    return all((data_dir / split).is_dir() for split in SPLITS)
+
+
+def split_counts(n: int, config: SplitConfig) -> tuple[int, int, int]:
+    """Sizes of the train/validation/test parts of one class of ``n`` images.
+
+    Rounded to the nearest integer; when ``n >= 3`` validation and test get at least one image.
+
+    Args:
+        n: images in the class.
+        config: the fractions.
+
+    Returns:
+        ``(n_train, n_validation, n_test)``, summing to ``n``.
+    """
+    n_val = round(n * config.validation)
+    n_test = n - round(n * config.train) - n_val
+    if n >= 3:
+        n_val, n_test = max(n_val, 1), max(n_test, 1)
+    n_test = max(n_test, 0)
+    return n - n_val - n_test, n_val, n_test
+
+
+def scan(data_dir: Path, config: SplitConfig | None = None) -> list[Entry]:
+    """Lists every candidate file with its class and split (nothing decoded yet).
+
+    Args:
+        data_dir: the data set root, in one of the two layouts of this module.
+        config: split fractions and seed, used only when there are no split folders
+            (default :class:`SplitConfig`'s 70/15/15, seed 42).
+
+    Returns:
+        Entries sorted by split, then label, then path.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` does not exist or holds no class folder.
+    """
+    config = config or SplitConfig()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder {data_dir} does not exist")
+    data_dir = data_dir.resolve()
+    entries: list[Entry] = []
+    if has_fixed_splits(data_dir):
+        for split in SPLITS:
+            for class_dir in _class_dirs(data_dir / split):
+                entries += [Entry(str(p), class_dir.name, split) for p in _files(class_dir)]
+    else:
+        rng = random.Random(config.seed)
+        for class_dir in _class_dirs(data_dir):
+            files = _files(class_dir)
+            rng.shuffle(files)
+            n_train, n_val, _ = split_counts(len(files), config)
+            for i, path in enumerate(files):
+                split = "train" if i < n_train else "validation" if i < n_train + n_val else "test"
+                entries.append(Entry(str(path), class_dir.name, split))
+    if not entries:
+        raise FileNotFoundError(f"no class folder with files under {data_dir}")
+    order = {split: i for i, split in enumerate(SPLITS)}
+    return sorted(entries, key=lambda e: (order[e.split], e.label, e.path))
+
+
+def _check(entry: Entry) -> tuple[Entry, str | None, str]:
+    data = Path(entry.path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        preprocessing.decode(data, CHECK_SIZE)
+    except preprocessing.ImageError as exc:
+        return entry, f"{exc.code}: {exc}", digest
+    return entry, None, digest
+
+
+def prepare(data_dir: Path, artifacts_dir: Path, config: SplitConfig | None = None) -> dict:
+    """Writes ``manifest.csv``, ``labels.txt`` and ``prepare_report.json`` into ``artifacts_dir``.
+
+    Args:
+        data_dir: the data set root (either layout).
+        artifacts_dir: output folder, created if needed.
+        config: split fractions and seed for a set without split folders.
+
+    Returns:
+        The report written to ``prepare_report.json``: ``data_dir``, ``layout``
+        (``"fixed_splits"`` or ``"random_split"``), ``split_config``, ``labels``, ``counts``
+        (split -> label -> images kept), ``totals`` (split -> images kept), ``rejected`` (list of
+        ``{"path", "label", "split", "error"}``) and ``duplicate_groups`` (files with identical
+        bytes, list of path lists).
+
+    Raises:
+        FileNotFoundError: no data.
+        ValueError: every file was rejected.
+    """
+    config = config or SplitConfig()
+    data_dir = Path(data_dir)
+    entries = scan(data_dir, config)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(_check, entries))
+    kept = [entry for entry, error, _ in results if error is None]
+    if not kept:
+        raise ValueError(f"no decodable image under {data_dir}")
+    rejected = [
+        {"path": e.path, "label": e.label, "split": e.split, "error": error}
+        for e, error, _ in results
+        if error is not None
+    ]
+    by_digest: dict[str, list[str]] = {}
+    for entry, error, digest in results:
+        if error is None:
+            by_digest.setdefault(digest, []).append(entry.path)
+    labels = sorted({e.label for e in kept})
+    counts = {
+        split: dict(sorted(Counter(e.label for e in kept if e.split == split).items()))
+        for split in SPLITS
+    }
+    report = {
+        "data_dir": str(data_dir.resolve()),
+        "layout": "fixed_splits" if has_fixed_splits(data_dir) else "random_split",
+        "split_config": {"train": config.train, "validation": config.validation,
+                         "test": round(1 - config.train - config.validation, 6),
+                         "seed": config.seed},
+        "labels": labels,
+        "counts": counts,
+        "totals": {split: sum(c.values()) for split, c in counts.items()},
+        "rejected": rejected,
+        "duplicate_groups": [paths for paths in by_digest.values() if len(paths) > 1],
+    }
+    artifacts_dir = Path(artifacts_dir)
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    write_manifest(artifacts_dir / "manifest.csv", kept)
+    (artifacts_dir / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
+    (artifacts_dir / "prepare_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def write_manifest(path: Path, entries: list[Entry]) -> None:
+    """Writes entries as CSV with the header ``path,label,split``.
+
+    Args:
+        path: output file.
+        entries: rows to write, in order.
+    """
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(MANIFEST_FIELDS)
+        writer.writerows((e.path, e.label, e.split) for e in entries)
+
+
+def read_manifest(path: Path) -> list[Entry]:
+    """Reads a ``manifest.csv`` written by :func:`write_manifest`.
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        The entries, in file order.
+
+    Raises:
+        FileNotFoundError: no manifest (run ``python -m training prepare`` first).
+        ValueError: the header is not ``path,label,split``.
+    """
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
+            raise ValueError(f"{path}: header must be {','.join(MANIFEST_FIELDS)}")
+        return [Entry(row["path"], row["label"], row["split"]) for row in reader]
+
+
+def read_labels(path: Path) -> list[str]:
+    """Reads ``labels.txt`` (one class name a line, class-id order).
+
+    Args:
+        path: the labels file.
+
+    Returns:
+        The labels; index ``i`` is class id ``i``.
+    """
+    return [line for line in Path(path).read_text().splitlines() if line]

@@ -1,0 +1,30 @@
+"""Development server: ``python -m gateway --port 8080 [--host 127.0.0.1]``.
+
+Flask's threaded development server, for local work and tests. Production runs gunicorn with
+``gateway/gunicorn.conf.py``. Settings come from the environment (``gateway/settings.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from gateway.app import create_app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and serve until interrupted.
+
+    Args:
+        argv: arguments without the program name; ``sys.argv[1:]`` if None.
+    """
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="TCP port (default %(default)s)")
+    args = parser.parse_args(argv)
+    create_app().run(host=args.host, port=args.port, threaded=True, debug=False,
+                     use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The Flask app factory and its thin routes (HTTP <-> :class:`gateway.predictor.Predictor`).
+
+Endpoints and JSON shapes: docs/CONTRACTS.md section 4; the OpenAPI document at ``/openapi.json``
+describes them. Authentication: when ``API_KEY`` is set, every endpoint except ``/health`` and
+``/metrics`` needs header ``X-API-Key`` (``/health`` is the orchestrator's readiness probe;
+``/metrics`` is scraped by Prometheus and carries counts and timings only, no request data).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+from flask import Flask, Response, g, jsonify, request
+
+from gateway import __version__, openapi, uploads
+from gateway.errors import GatewayError
+from gateway.errors import register as register_errors
+from gateway.metrics import Metrics
+from gateway.model_info import ModelInfo
+from gateway.predictor import Answer, Predictor
+from gateway.serving_client import AVAILABLE, ServingClient
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OPEN_ENDPOINTS = frozenset({"health", "metrics"})
+"""Endpoints that never need the API key."""
+
+ENDPOINTS = ("GET /", "GET /health", "GET /classes", "GET /metrics", "GET /openapi.json",
+             "POST /predict", "POST /predict_batch")
+
+
+def _model_json(answer: Answer) -> dict:
+    return {"name": answer.model_name, "version": answer.version}
+
+
+def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Flask:
+    """Create the gateway app with its own serving client, metrics registry and decode pool.
+
+    Args:
+        settings: configuration; read from the environment if None.
+        warm_up: fetch the model's signature now (logs, never fails, if serving is down).
+
+    Returns:
+        The Flask app. ``app.extensions["gateway"]`` holds ``settings``, ``client``, ``metrics``,
+        ``predictor`` for tests and the process launcher.
+    """
+    settings = settings if settings is not None else Settings.from_env()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Flask("gateway")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Let our own count check answer too_many_images before werkzeug's part limit answers 413.
+    app.config["MAX_FORM_PARTS"] = max(1000, 2 * settings.max_batch_images + 16)
+    app.json.sort_keys = False
+
+    metrics = Metrics()
+    client = ServingClient(settings, on_call=metrics.observe_serving_call)
+    info = ModelInfo(client)
+    predictor = Predictor(client, info, settings, metrics)
+    app.extensions["gateway"] = {"settings": settings, "client": client, "metrics": metrics,
+                                 "predictor": predictor, "model_info": info}
+
+    def count_rejection(error: GatewayError) -> None:
+        if 400 <= error.status < 500:
+            metrics.rejected.labels(reason=error.code).inc()
+
+    register_errors(app, on_error=count_rejection)
+    if warm_up:
+        info.warm_up()
+
+    @app.before_request
+    def _start() -> None:
+        g.start = time.perf_counter()
+        if settings.api_key and request.endpoint not in OPEN_ENDPOINTS:
+            sent = request.headers.get("X-API-Key", "")
+            if not hmac.compare_digest(sent.encode(), settings.api_key.encode()):
+                raise GatewayError("unauthorized", "missing or wrong X-API-Key header")
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.requests.labels(endpoint=endpoint, method=request.method,
+                                status=str(response.status_code)).inc()
+        if "start" in g:
+            metrics.request_seconds.labels(endpoint=endpoint).observe(
+                time.perf_counter() - g.start)
+        return response
+
+    @app.get("/")
+    def index() -> Response:
+        body: dict = {"service": "fashion-gateway", "version": __version__,
+                      "model": {"name": settings.model_name}, "endpoints": list(ENDPOINTS)}
+        try:
+            statuses = client.get_status()
+            spec = info.input_spec()
+        except GatewayError as exc:
+            body["serving"] = {"available": False, "error": exc.body()}
+            return jsonify(body)
+        body["serving"] = {"available": any(s.state == AVAILABLE for s in statuses)}
+        body["model"].update(
+            versions=[{"version": s.version, "state": s.state} for s in statuses],
+            input=spec.as_json(), num_classes=spec.num_classes, latest_version=spec.version)
+        return jsonify(body)
+
+    @app.get("/health")
+    def health() -> Response:
+        retry = {"Retry-After": str(settings.retry_after_seconds)}
+        try:
+            statuses = client.get_status()
+        except GatewayError as exc:
+            raise GatewayError("serving_unavailable", f"not ready: {exc.message}",
+                               headers=retry) from None
+        available = [s.version for s in statuses if s.state == AVAILABLE]
+        if not available:
+            states = ", ".join(f"{s.version}: {s.state}" for s in statuses) or "none"
+            raise GatewayError("serving_unavailable", f"no AVAILABLE version of model "
+                               f"{settings.model_name!r} (versions {states})", headers=retry)
+        return jsonify(status="ok", model=settings.model_name, available_versions=available)
+
+    @app.get("/classes")
+    def classes() -> Response:
+        options = uploads.query_options(request, settings)
+        name, version, labels = predictor.labels(options.selector)
+        return jsonify(model={"name": name, "version": version}, classes=labels)
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
+
+    @app.get("/openapi.json")
+    def openapi_document() -> Response:
+        return jsonify(openapi.document(settings, __version__))
+
+    @app.post("/predict")
+    def predict() -> Response:
+        options = uploads.query_options(request, settings)
+        upload = uploads.single_image(request, settings)
+        answer = predictor.classify([upload.data], top_k=options.top_k,
+                                    selector=options.selector)
+        item = answer.items[0]
+        if item.error is not None:
+            raise item.error
+        return jsonify(model=_model_json(answer), prediction=item.classification.as_json())
+
+    @app.post("/predict_batch")
+    def predict_batch() -> Response:
+        options = uploads.query_options(request, settings)
+        files = uploads.batch_images(request, settings)
+        answer = predictor.classify([f.data for f in files], top_k=options.top_k,
+                                    selector=options.selector)
+        predictions = []
+        for index, (upload, item) in enumerate(zip(files, answer.items, strict=True)):
+            entry: dict = {"index": index, "filename": upload.filename}
+            if item.error is not None:
+                count_rejection(item.error)
+                entry["error"] = item.error.body()
+            else:
+                entry.update(item.classification.as_json())
+            predictions.append(entry)
+        return jsonify(model=_model_json(answer), predictions=predictions)
+
+    return app

@@ -1,0 +1,61 @@
+"""gunicorn configuration of the gateway in production: ``gunicorn -c gateway/gunicorn.conf.py``.
+
+gthread workers: a request spends most of its time waiting on TF Serving (gRPC releases the GIL)
+or decoding in Pillow (which releases it too), so threads overlap well and a worker keeps one gRPC
+channel for all its threads. Processes x threads bounds the requests in flight.
+
+Timeouts are sized from the gateway's own settings: the slowest legitimate request is a full
+``/predict_batch`` = ceil(MAX_BATCH_IMAGES / PREDICT_CHUNK_SIZE) Predict calls, each bounded by
+SERVING_DEADLINE_SECONDS, plus decoding.
+
+Metrics: ``PROMETHEUS_MULTIPROC_DIR`` is set (a fresh folder unless given) before any worker
+imports prometheus-client, so ``/metrics`` aggregates all workers; exited workers are marked dead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+
+from gateway.settings import Settings
+
+_settings = Settings.from_env()
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-prometheus-")
+_METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+wsgi_app = "gateway.app:create_app()"
+bind = os.environ.get("GATEWAY_BIND", "0.0.0.0:8080")
+worker_class = "gthread"
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+
+_chunks = math.ceil(_settings.max_batch_images / _settings.predict_chunk_size)
+_slowest_request = _chunks * _settings.deadline_seconds + 10  # + decoding a full batch
+timeout = int(_slowest_request + 30)
+graceful_timeout = int(_slowest_request + 5)
+keepalive = 5
+accesslog = "-"
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+
+
+def on_starting(server: object) -> None:
+    """Empty the metrics folder: values of a previous run must not be summed into this one."""
+    os.makedirs(_METRICS_DIR, exist_ok=True)
+    for name in os.listdir(_METRICS_DIR):
+        path = os.path.join(_METRICS_DIR, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def child_exit(server: object, worker: object) -> None:
+    """Tell prometheus-client a worker is gone (its live gauges stop counting)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

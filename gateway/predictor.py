@@ -1,0 +1,231 @@
+"""The data plane: image bytes -> model input -> Predict -> labelled top-k. No Flask here.
+
+Decoding is ``preprocessing.decode`` (the code training used) at the size the model's signature
+declares; a batch is decoded on a thread pool (Pillow releases the GIL while decoding and
+resizing). Decoded images are stacked and sent in Predict calls of at most ``PREDICT_CHUNK_SIZE``
+images. The first call asks for the requested version (or the latest); later calls of the same
+request are pinned to the version that answered the first, so every item of a response is
+labelled by one version. Labels come from the ``classes`` output of the same Predict response
+(docs/CONTRACTS.md section 2): the gateway holds no label list.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+import preprocessing
+from gateway.errors import GatewayError, from_image_error
+from gateway.metrics import Metrics
+from gateway.model_info import CLASSES, PROBABILITIES, InputSpec, ModelInfo
+from gateway.serving_client import LATEST, PredictResult, ServingClient, VersionSelector
+from gateway.settings import Settings
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The prediction for one image.
+
+    Attributes:
+        label: top-1 label.
+        class_id: column of ``label`` in the version's class list.
+        confidence: top-1 probability, 0..1.
+        top_k: the ``k`` most probable classes, most probable first, as
+            ``{"label", "class_id", "probability"}`` dicts.
+    """
+
+    label: str
+    class_id: int
+    confidence: float
+    top_k: list[dict]
+
+    def as_json(self) -> dict:
+        """The contract's prediction object (docs/CONTRACTS.md section 4)."""
+        return {"label": self.label, "class_id": self.class_id, "confidence": self.confidence,
+                "top_k": self.top_k}
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """Outcome of one image: a classification or the error that stopped it."""
+
+    classification: Classification | None = None
+    error: GatewayError | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Outcome of a request.
+
+    Attributes:
+        model_name: the model that answered (configured name if no Predict call was made).
+        version: the version that answered, None if no image reached the model.
+        items: one result per input image, in input order.
+    """
+
+    model_name: str
+    version: int | None
+    items: list[ItemResult]
+
+
+def classify_rows(probabilities: np.ndarray, classes: np.ndarray,
+                  top_k: int) -> list[Classification]:
+    """Turn Predict outputs into labelled top-k lists.
+
+    Args:
+        probabilities: float ``(n, num_classes)``, rows sum to 1.
+        classes: bytes objects ``(n, num_classes)``; ``classes[i][j]`` names
+            ``probabilities[i][j]``.
+        top_k: list length wanted; capped at ``num_classes``.
+
+    Returns:
+        ``n`` classifications in row order. Ties keep the lower class id first.
+
+    Raises:
+        GatewayError: ``serving_error`` if the two outputs' shapes disagree.
+    """
+    if probabilities.ndim != 2 or probabilities.shape != classes.shape:
+        raise GatewayError("serving_error", f"model outputs disagree: probabilities "
+                           f"{list(probabilities.shape)}, classes {list(classes.shape)}")
+    k = min(top_k, probabilities.shape[1])
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    results = []
+    for row, ids in enumerate(order):
+        top = [{"label": _text(classes[row, j]), "class_id": int(j),
+                "probability": float(probabilities[row, j])} for j in ids]
+        results.append(Classification(label=top[0]["label"], class_id=top[0]["class_id"],
+                                      confidence=top[0]["probability"], top_k=top))
+    return results
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class Predictor:
+    """Classifies uploaded images with the served model.
+
+    Args:
+        client: the serving client.
+        model_info: input spec cache.
+        settings: chunk size, pixel limit, decode threads.
+        metrics: where decode time, labels and answering versions are recorded.
+    """
+
+    def __init__(self, client: ServingClient, model_info: ModelInfo, settings: Settings,
+                 metrics: Metrics) -> None:
+        self._client = client
+        self._info = model_info
+        self._settings = settings
+        self._metrics = metrics
+        self._pool = ThreadPoolExecutor(max_workers=settings.decode_threads,
+                                        thread_name_prefix="decode")
+
+    def close(self) -> None:
+        """Stop the decode threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _decode(self, data: bytes, spec: InputSpec) -> np.ndarray | GatewayError:
+        start = time.perf_counter()
+        try:
+            return preprocessing.decode(data, spec.size,
+                                        max_pixels=self._settings.max_image_pixels)
+        except preprocessing.ImageError as exc:
+            return from_image_error(exc)
+        finally:
+            self._metrics.decode_seconds.observe(time.perf_counter() - start)
+
+    def _decode_all(self, images: Sequence[bytes], spec: InputSpec) -> list:
+        if len(images) == 1:
+            return [self._decode(images[0], spec)]
+        return list(self._pool.map(lambda data: self._decode(data, spec), images))
+
+    def _predict(self, batch: np.ndarray, spec: InputSpec, selector: VersionSelector,
+                 top_k: int) -> tuple[PredictResult, list[Classification]]:
+        result = self._client.predict({spec.name: batch.astype(spec.dtype, copy=False)},
+                                      selector=selector, output_filter=[PROBABILITIES, CLASSES])
+        self._metrics.answered.labels(version=str(result.version)).inc()
+        try:
+            rows = classify_rows(result.outputs[PROBABILITIES], result.outputs[CLASSES], top_k)
+        except KeyError as exc:
+            raise GatewayError("serving_error", f"Predict response lacks output {exc}") from None
+        if len(rows) != len(batch):
+            raise GatewayError("serving_error",
+                               f"Predict returned {len(rows)} rows for {len(batch)} images")
+        for row in rows:
+            self._metrics.images.labels(label=row.label).inc()
+        return result, rows
+
+    def classify(self, images: Sequence[bytes], *, top_k: int,
+                 selector: VersionSelector = LATEST) -> Answer:
+        """Classify encoded images.
+
+        Args:
+            images: encoded files, any format ``preprocessing.decode`` reads.
+            top_k: top-k list length (capped at the number of classes).
+            selector: the model version to ask for.
+
+        Returns:
+            The answer; an image that cannot be decoded gets an ``ItemResult.error`` (e.g.
+            ``corrupt_image``) and does not stop the others.
+
+        Raises:
+            GatewayError: a serving failure (503/504/404/502), which fails the whole request.
+        """
+        spec = self._info.input_spec(selector)
+        try:
+            return self._classify(images, spec, top_k, selector)
+        except GatewayError as exc:
+            if exc.code != "serving_error":
+                raise
+            # Possibly a new version with another input: re-read the signature; retry once if so.
+            fresh = self._info.refresh(selector)
+            if fresh == spec:
+                raise
+            return self._classify(images, fresh, top_k, selector)
+
+    def _classify(self, images: Sequence[bytes], spec: InputSpec, top_k: int,
+                  selector: VersionSelector) -> Answer:
+        decoded = self._decode_all(images, spec)
+        items: list[ItemResult] = [ItemResult(error=d) if isinstance(d, GatewayError) else
+                                   ItemResult() for d in decoded]
+        good = [i for i, d in enumerate(decoded) if not isinstance(d, GatewayError)]
+        model_name, version = self._settings.model_name, None
+        chunk = self._settings.predict_chunk_size
+        for start in range(0, len(good), chunk):
+            indices = good[start:start + chunk]
+            batch = np.stack([decoded[i] for i in indices])
+            pinned = selector if version is None else VersionSelector(version=version)
+            result, rows = self._predict(batch, spec, pinned, top_k)
+            if version is None:
+                model_name, version = result.model_name or model_name, result.version
+                self._info.observe(selector, version)
+            for i, row in zip(indices, rows, strict=True):
+                items[i] = ItemResult(classification=row)
+        return Answer(model_name=model_name, version=version, items=items)
+
+    def labels(self, selector: VersionSelector = LATEST) -> tuple[str, int, list[str]]:
+        """The class labels of a version, in class-id order, from one Predict of a zero image.
+
+        Args:
+            selector: the version to ask.
+
+        Returns:
+            ``(model_name, version, labels)``.
+
+        Raises:
+            GatewayError: serving failures; ``serving_error`` if the output is malformed.
+        """
+        spec = self._info.input_spec(selector)
+        zero = np.zeros((1, spec.height, spec.width, spec.channels), dtype=spec.dtype)
+        result = self._client.predict({spec.name: zero}, selector=selector,
+                                      output_filter=[CLASSES])
+        self._info.observe(selector, result.version)
+        classes = result.outputs.get(CLASSES)
+        if classes is None or classes.ndim != 2 or classes.shape[0] != 1:
+            raise GatewayError("serving_error", "Predict returned no [1, num_classes] classes")
+        return result.model_name, result.version, [_text(v) for v in classes[0]]

@@ -1,0 +1,149 @@
+"""HTTP request -> inputs: the uploaded image bytes and the query parameters. No model logic.
+
+``/predict`` takes multipart field ``image`` or a raw body whose ``Content-Type`` is ``image/*``
+(or ``application/octet-stream``); ``/predict_batch`` takes repeated multipart field ``images``.
+Body size is bounded by Flask's ``MAX_CONTENT_LENGTH`` (werkzeug answers 413 while reading,
+multipart and raw alike, chunked bodies included) and checked again here after reading.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from flask import Request
+
+from gateway.errors import GatewayError
+from gateway.serving_client import VersionSelector
+from gateway.settings import Settings
+
+_LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_RAW_TYPES = ("application/octet-stream",)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: its name as sent (or None for a raw body) and its bytes."""
+
+    filename: str | None
+    data: bytes
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """The query parameters of a prediction request.
+
+    Attributes:
+        top_k: length of the top-k list, >= 1.
+        selector: the model version asked for (``version`` or ``version_label``).
+    """
+
+    top_k: int
+    selector: VersionSelector
+
+
+def query_options(request: Request, settings: Settings) -> QueryOptions:
+    """Parse ``top_k``, ``version`` and ``version_label``.
+
+    Args:
+        request: the Flask request.
+        settings: for the default ``top_k``.
+
+    Returns:
+        The options; ``top_k`` defaults to ``TOP_K``.
+
+    Raises:
+        GatewayError: ``invalid_parameter`` (400) for a non-integer or < 1 ``top_k``, a version that
+            is not a non-negative integer, a label outside ``[A-Za-z0-9_.-]{1,64}``, or both a
+            version and a label (TF Serving's ModelSpec takes one of them).
+    """
+    args = request.args
+    top_k = _int_param(args.get("top_k"), "top_k", minimum=1, default=settings.top_k)
+    version = _int_param(args.get("version"), "version", minimum=0, default=None)
+    label = args.get("version_label")
+    if label is not None and not _LABEL.match(label):
+        raise GatewayError("invalid_parameter",
+                           "version_label must match [A-Za-z0-9_.-]{1,64}")
+    if version is not None and label is not None:
+        raise GatewayError("invalid_parameter", "give version or version_label, not both")
+    return QueryOptions(top_k=top_k, selector=VersionSelector(version=version, label=label))
+
+
+def _int_param(raw: str | None, name: str, *, minimum: int, default: int | None) -> int | None:
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d{1,18}", raw.strip()) or int(raw) < minimum:
+        raise GatewayError("invalid_parameter", f"{name} must be an integer >= {minimum}, "
+                           f"got {raw[:40]!r}")
+    return int(raw)
+
+
+def _check_size(data: bytes, settings: Settings) -> bytes:
+    if len(data) > settings.max_body_bytes:
+        raise GatewayError("payload_too_large",
+                           f"the body is over the limit of {settings.max_body_bytes} bytes")
+    return data
+
+
+def single_image(request: Request, settings: Settings) -> Upload:
+    """The image of a ``/predict`` request.
+
+    Args:
+        request: multipart with one ``image`` field, or a raw ``image/*`` body.
+        settings: for the byte limit.
+
+    Returns:
+        The upload (filename None for a raw body).
+
+    Raises:
+        GatewayError: ``missing_field`` (400) multipart without ``image`` or no body;
+            ``invalid_parameter`` (400) more than one ``image``; ``unsupported_media_type``
+            (415) another content type; ``payload_too_large`` (413).
+    """
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        files = request.files.getlist("image")
+        if not files:
+            raise GatewayError("missing_field", "multipart field 'image' is missing")
+        if len(files) > 1:
+            raise GatewayError("invalid_parameter",
+                               "send one 'image' to /predict; use /predict_batch for several")
+        return Upload(files[0].filename, _check_size(files[0].read(), settings))
+    if mimetype.startswith("image/") or mimetype in _RAW_TYPES:
+        return Upload(None, _check_size(request.get_data(cache=False), settings))
+    if not mimetype and not request.content_length:
+        raise GatewayError("missing_field", "send an image as multipart field 'image' or as "
+                           "the body with an image/* Content-Type")
+    raise GatewayError("unsupported_media_type", f"Content-Type {mimetype!r} is not accepted; "
+                       "send multipart/form-data or image/*")
+
+
+def batch_images(request: Request, settings: Settings) -> list[Upload]:
+    """The images of a ``/predict_batch`` request, in the order they were sent.
+
+    Args:
+        request: multipart with one or more ``images`` fields.
+        settings: byte and count limits.
+
+    Returns:
+        The uploads with their filenames.
+
+    Raises:
+        GatewayError: ``unsupported_media_type`` (415) not multipart; ``missing_field`` (400) no
+            ``images``; ``too_many_images`` (413) more than ``MAX_BATCH_IMAGES``;
+            ``payload_too_large`` (413).
+    """
+    if request.mimetype != "multipart/form-data":
+        raise GatewayError("unsupported_media_type",
+                           "send the images as repeated multipart/form-data field 'images'")
+    files = request.files.getlist("images")
+    if not files:
+        raise GatewayError("missing_field", "multipart field 'images' is missing")
+    if len(files) > settings.max_batch_images:
+        raise GatewayError("too_many_images", f"{len(files)} images sent; the limit is "
+                           f"{settings.max_batch_images} per request")
+    uploads = [Upload(f.filename, f.read()) for f in files]
+    if sum(len(u.data) for u in uploads) > settings.max_body_bytes:
+        raise GatewayError("payload_too_large",
+                           f"the images are over the limit of {settings.max_body_bytes} bytes")
+    return uploads

@@ -1,0 +1,247 @@
+"""A run's reports: CSV (one row per file), JSON summary, HTML page; and quarantine sidecars.
+
+Files in ``results/<run_id>/``: ``report.html`` (with ``confidence.png``) and ``summary.json``
+first, ``report.csv`` last: the CSV's atomic rename is the reports' commit point that
+:mod:`batch.ledger` relies on for exactly-once reporting. Each file is written to a temporary
+name, fsynced and renamed, so a report is never half written.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from batch.filing import fsync_dir
+from batch.ledger import FileRow
+
+CSV_NAME = "report.csv"
+SUMMARY_NAME = "summary.json"
+HTML_NAME = "report.html"
+HISTOGRAM_NAME = "confidence.png"
+SIDECAR_SUFFIX = ".reason.json"
+"""Quarantined ``x.jpg`` gets ``x.jpg.reason.json`` beside it."""
+
+COLUMNS = ["run_id", "original_path", "destination", "status", "category", "confidence", "top3",
+           "model_version", "sha256", "size_bytes", "timestamp", "error"]
+"""CSV columns, in order. ``error`` is ``code: message``; ``timestamp`` is the row's last
+ledger change (ISO 8601 UTC); ``confidence`` is the top-1 probability in [0, 1]."""
+
+STATUSES = ("filed", "uncertain", "quarantined", "left_in_incoming", "vanished",
+            "would_file", "would_be_uncertain", "would_quarantine")
+"""Values of the ``status`` column (``would_*`` only in a dry run)."""
+
+THUMBNAIL_PX = 128
+MAX_THUMBNAILS = 120
+
+
+def _status(row: FileRow, dry_run: bool) -> str:
+    if row.state == "filed":
+        return "uncertain" if row.outcome == "uncertain" else "filed"
+    if row.state in ("quarantined", "vanished"):
+        return row.state
+    if dry_run and row.state == "classified":
+        return {"category": "would_file", "uncertain": "would_be_uncertain"}.get(
+            row.outcome or "", "would_quarantine")
+    return "left_in_incoming"
+
+
+def build_table(rows: Iterable[FileRow], run_id: str, *, dry_run: bool = False,
+                planned: dict[int, str] | None = None) -> pd.DataFrame:
+    """The CSV's rows.
+
+    Args:
+        rows: ledger rows of the report (see ``Ledger.claim_for_report``).
+        run_id: this run.
+        dry_run: rows still ``classified`` are shown as ``would_*``.
+        planned: dry run: row id -> destination it would have got.
+
+    Returns:
+        A frame with :data:`COLUMNS`, one row per file, in ledger order.
+    """
+    planned = planned or {}
+    records = []
+    for r in rows:
+        status = _status(r, dry_run)
+        dest = planned.get(r.id, "") if dry_run else (
+            r.destination or "" if status not in ("left_in_incoming", "vanished") else "")
+        error = f"{r.error_code}: {r.error_message}" if r.error_code else ""
+        records.append({
+            "run_id": run_id, "original_path": r.source, "destination": dest,
+            "status": status, "category": r.category or "", "confidence": r.confidence,
+            "top3": r.top3 or "", "model_version": r.model_version, "sha256": r.sha256,
+            "size_bytes": r.size_bytes, "timestamp": r.updated_at, "error": error})
+    table = pd.DataFrame.from_records(records, columns=COLUMNS)
+    return table.astype({"model_version": "Int64", "size_bytes": "Int64",
+                         "confidence": "float64"})
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_sidecar(quarantined: Path, info: dict[str, Any]) -> Path:
+    """Writes ``<quarantined>.reason.json`` (why the file was quarantined), atomically.
+
+    Args:
+        quarantined: the quarantined file's path.
+        info: JSON-serialisable reason, e.g. ``{"error_code": "not_an_image", ...}``.
+
+    Returns:
+        The sidecar's path.
+    """
+    path = quarantined.with_name(quarantined.name + SIDECAR_SUFFIX)
+    _atomic_write(path, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def summarise(table: pd.DataFrame, *, run_id: str, duration: float, images_sent: int,
+              exit_code: int, dry_run: bool) -> dict[str, Any]:
+    """The JSON summary.
+
+    Args:
+        table: from :func:`build_table`.
+        run_id: this run.
+        duration: wall time of the run, seconds.
+        images_sent: images the gateway answered during this run.
+        exit_code: the run's exit code.
+        dry_run: whether nothing was moved.
+
+    Returns:
+        ``counts_by_status``, ``counts_by_category`` (filed rows by label; uncertain under
+        ``_uncertain``), ``confidence`` statistics (count, mean, std, min, p25, median, p75,
+        max, over rows with a prediction), ``model_versions``, ``duration_seconds``,
+        ``images_sent`` and ``images_per_second`` (images answered / duration).
+    """
+    by_status = {k: int(v) for k, v in table["status"].value_counts().sort_index().items()}
+    filed = table[table["status"].isin(["filed", "would_file"])]
+    by_category = {k: int(v) for k, v in filed["category"].value_counts().sort_index().items()}
+    uncertain = int(table["status"].isin(["uncertain", "would_be_uncertain"]).sum())
+    if uncertain:
+        by_category["_uncertain"] = uncertain
+    conf = table["confidence"].dropna()
+    stats: dict[str, float | int | None] = {"count": int(conf.size)}
+    for name, value in (("mean", conf.mean()), ("std", conf.std()), ("min", conf.min()),
+                        ("p25", conf.quantile(0.25)), ("median", conf.median()),
+                        ("p75", conf.quantile(0.75)), ("max", conf.max())):
+        stats[name] = None if conf.empty or math.isnan(value) else round(float(value), 6)
+    versions = sorted({int(v) for v in table["model_version"].dropna()})
+    return {
+        "run_id": run_id, "dry_run": dry_run, "exit_code": exit_code,
+        "files": len(table), "counts_by_status": by_status, "counts_by_category": by_category,
+        "confidence": stats, "model_versions": versions,
+        "duration_seconds": round(duration, 3), "images_sent": images_sent,
+        "images_per_second": round(images_sent / duration, 3) if duration > 0 else None,
+    }
+
+
+def _histogram_png(confidences: pd.Series) -> bytes:
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    fig = Figure(figsize=(6, 3), dpi=100)
+    ax = fig.subplots()
+    ax.hist(confidences.to_numpy(), bins=20, range=(0.0, 1.0), color="#4878a8")
+    ax.set_xlabel("top-1 confidence")
+    ax.set_ylabel("images")
+    ax.set_title(f"Confidence of {confidences.size} predictions")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _thumbnail_tag(path: str, caption: str) -> str:
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=80)
+        src = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+        img = f'<img src="{src}" alt="{html.escape(caption)}">'
+    except Exception:  # noqa: BLE001 - quarantined files are unreadable by design
+        img = '<div class="broken">no preview</div>'
+    return f"<figure>{img}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def _html(table: pd.DataFrame, summary: dict[str, Any], has_histogram: bool) -> str:
+    counts = pd.DataFrame(sorted(summary["counts_by_category"].items()),
+                          columns=["category", "images"])
+    statuses = pd.DataFrame(sorted(summary["counts_by_status"].items()),
+                            columns=["status", "files"])
+    thumbs = []
+    for status in ("uncertain", "would_be_uncertain", "quarantined", "would_quarantine"):
+        part = table[table["status"] == status]
+        for _, r in part.iterrows():
+            if len(thumbs) >= MAX_THUMBNAILS:
+                break
+            where = r["destination"] if r["destination"] and os.path.exists(
+                r["destination"]) else r["original_path"]
+            detail = (f"{r['category']} {r['confidence']:.2f}" if status.endswith("uncertain")
+                      else r["error"].split(":")[0])
+            thumbs.append(_thumbnail_tag(where, f"{os.path.basename(where)} - {detail}"))
+    hist = (f'<img src="{HISTOGRAM_NAME}" alt="confidence histogram">' if has_histogram
+            else "<p>No predictions in this run.</p>")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Batch run {html.escape(summary['run_id'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 8px}} figure{{display:inline-block;margin:4px;
+width:{THUMBNAIL_PX + 12}px;font-size:11px;word-break:break-all}}
+.broken{{width:{THUMBNAIL_PX}px;height:{THUMBNAIL_PX}px;background:#eee;line-height:{THUMBNAIL_PX}px;
+text-align:center}}</style></head><body>
+<h1>Batch run {html.escape(summary['run_id'])}{' (dry run)' if summary['dry_run'] else ''}</h1>
+<p>{summary['files']} files, exit code {summary['exit_code']}, {summary['duration_seconds']} s,
+{summary['images_per_second']} images/s, model versions {summary['model_versions']}.</p>
+<h2>Files by status</h2>{statuses.to_html(index=False)}
+<h2>Images per category</h2>{counts.to_html(index=False)}
+<h2>Confidence</h2>{hist}
+<h2>Uncertain and quarantined files ({len(thumbs)} shown)</h2>
+{''.join(thumbs) or '<p>None.</p>'}
+</body></html>
+"""
+
+
+def write_reports(table: pd.DataFrame, report_dir: Path, *, run_id: str, duration: float,
+                  images_sent: int, exit_code: int, dry_run: bool) -> dict[str, int]:
+    """Writes the HTML page, the JSON summary and, last, the CSV.
+
+    Args:
+        table: from :func:`build_table`.
+        report_dir: ``results/<run_id>`` (created).
+        run_id: this run.
+        duration: run wall time, seconds.
+        images_sent: images the gateway answered this run.
+        exit_code: the run's exit code.
+        dry_run: whether nothing was moved.
+
+    Returns:
+        Files per status.
+    """
+    report_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarise(table, run_id=run_id, duration=duration, images_sent=images_sent,
+                        exit_code=exit_code, dry_run=dry_run)
+    conf = table["confidence"].dropna()
+    if not conf.empty:
+        _atomic_write(report_dir / HISTOGRAM_NAME, _histogram_png(conf))
+    _atomic_write(report_dir / HTML_NAME, _html(table, summary, not conf.empty).encode())
+    _atomic_write(report_dir / SUMMARY_NAME,
+                  (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    _atomic_write(report_dir / CSV_NAME, table.to_csv(index=False).encode())
+    fsync_dir(report_dir)
+    return summary["counts_by_status"]

@@ -1,0 +1,252 @@
+"""The nightly job's configuration: one typed, frozen dataclass built from flags and environment.
+
+Precedence, per field: command-line flag > environment variable > default. Every field documents
+its unit and default; :func:`parse_settings` is the only constructor the CLI uses, and
+:meth:`BatchSettings.validate` is where a bad configuration becomes exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXIT_OK = 0
+"""Every file found was filed under a category (or ``_uncertain``)."""
+EXIT_PARTIAL = 1
+"""Some files were quarantined, or left in incoming for the next run."""
+EXIT_UNAVAILABLE = 2
+"""The gateway never became healthy, or the configuration is invalid; no file was touched."""
+
+
+class ConfigError(ValueError):
+    """The settings cannot work (exit code 2). The message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Everything one run needs. Paths are resolved to absolute paths by :func:`parse_settings`.
+
+    Attributes:
+        incoming: folder scanned recursively for new images. Env ``FASHION_BATCH_INCOMING``;
+            default ``data/incoming``.
+        processed: filed images go to ``processed/<category>/`` and ``processed/_uncertain/``.
+            Env ``FASHION_BATCH_PROCESSED``; default ``data/processed_batches``.
+        quarantine: images the gateway rejects as input errors. Env ``FASHION_BATCH_QUARANTINE``;
+            default ``data/quarantine``.
+        results: per-run reports in ``results/<run_id>/`` and the SQLite ledger ``ledger.sqlite``.
+            Env ``FASHION_BATCH_RESULTS``; default ``results/batch_results``.
+        logs: one log file per run, ``batch-<run_id>.log``. Env ``FASHION_BATCH_LOGS``;
+            default ``logs``.
+        gateway: base URL of the gateway. Env ``FASHION_BATCH_GATEWAY``;
+            default ``http://localhost:8080``.
+        min_confidence: top-1 probability (0..1) below which an image goes to ``_uncertain``.
+            Env ``FASHION_BATCH_MIN_CONFIDENCE``; default 0.5.
+        concurrency: ``/predict_batch`` requests in flight at once (threads).
+            Env ``FASHION_BATCH_CONCURRENCY``; default 2.
+        chunk_size: images per ``/predict_batch`` request. Env ``FASHION_BATCH_CHUNK_SIZE``;
+            default 16.
+        health_timeout: seconds to wait for ``GET /health`` = 200 before giving up (exit 2).
+            Env ``FASHION_BATCH_HEALTH_TIMEOUT``; default 60.
+        request_timeout: seconds a single HTTP request may take (connect + read).
+            Env ``FASHION_BATCH_REQUEST_TIMEOUT``; default 120.
+        retries: extra attempts of one ``/predict_batch`` request after a 5xx, a connection error
+            or a timeout. Env ``FASHION_BATCH_RETRIES``; default 3.
+        retry_backoff: seconds before the first retry; doubled each retry, capped at 30 s.
+            Env ``FASHION_BATCH_RETRY_BACKOFF``; default 1.0.
+        settle_seconds: files modified less than this many seconds ago are still being written
+            and are left for the next run. Env ``FASHION_BATCH_SETTLE_SECONDS``; default 10.
+        dry_run: classify and report, but move nothing and write no ledger state.
+            Env ``FASHION_BATCH_DRY_RUN`` (``1``/``true``); default off.
+        api_key: value of the gateway's ``X-API-Key`` header, if the gateway requires one.
+            Env ``FASHION_BATCH_API_KEY``; no flag default (keep secrets out of ``ps``).
+        progress_every: seconds between progress log lines when stderr is not a terminal.
+            Env ``FASHION_BATCH_PROGRESS_EVERY``; default 10.
+    """
+
+    incoming: Path = Path("data/incoming")
+    processed: Path = Path("data/processed_batches")
+    quarantine: Path = Path("data/quarantine")
+    results: Path = Path("results/batch_results")
+    logs: Path = Path("logs")
+    gateway: str = "http://localhost:8080"
+    min_confidence: float = 0.5
+    concurrency: int = 2
+    chunk_size: int = 16
+    health_timeout: float = 60.0
+    request_timeout: float = 120.0
+    retries: int = 3
+    retry_backoff: float = 1.0
+    settle_seconds: float = 10.0
+    dry_run: bool = False
+    api_key: str | None = field(default=None, repr=False)
+    progress_every: float = 10.0
+
+    def validate(self) -> None:
+        """Checks values and the folder layout.
+
+        Raises:
+            ConfigError: a number out of range, a gateway URL that is not http(s), an incoming
+                folder that does not exist, or an output folder inside the incoming folder (the
+                next scan would pick filed images up again).
+        """
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError(f"--min-confidence must be within [0, 1], got {self.min_confidence}")
+        for name in ("concurrency", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        if self.retries < 0:
+            raise ConfigError("--retries must be >= 0")
+        for name in ("health_timeout", "request_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be > 0 seconds")
+        if self.settle_seconds < 0 or self.retry_backoff < 0:
+            raise ConfigError("--settle-seconds and --retry-backoff must be >= 0")
+        if not self.gateway.startswith(("http://", "https://")):
+            raise ConfigError(f"--gateway must be an http(s) URL, got {self.gateway!r}")
+        if not self.incoming.is_dir():
+            raise ConfigError(f"incoming folder {self.incoming} does not exist")
+        for name in ("processed", "quarantine", "results", "logs"):
+            path = getattr(self, name)
+            if path == self.incoming or path.is_relative_to(self.incoming):
+                raise ConfigError(f"--{name} ({path}) must not be inside --incoming")
+        if self.processed == self.quarantine:
+            raise ConfigError("--processed and --quarantine must be different folders")
+
+
+_ENV_PREFIX = "FASHION_BATCH_"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the ``python -m batch`` argument parser (``run`` sub-command), with the exit codes
+    in its epilog."""
+    parser = argparse.ArgumentParser(
+        prog="python -m batch",
+        description="Nightly job: classify the images in the incoming folder through the "
+        "gateway and file each one under its category, with reports. Crash-safe: a SQLite "
+        "ledger makes a rerun finish whatever a killed run left half done.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EXIT_CODES_HELP,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="process the incoming folder once",
+        description="Process the incoming folder once. Each flag defaults to the environment "
+        f"variable {_ENV_PREFIX}<FLAG NAME> (e.g. {_ENV_PREFIX}MIN_CONFIDENCE), then to the "
+        "default shown.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EXIT_CODES_HELP,
+    )
+    d = BatchSettings()
+    run.add_argument("--incoming", type=Path, help=f"folder scanned recursively (default "
+                     f"{d.incoming})")
+    run.add_argument("--processed", type=Path, help="filed images go to PROCESSED/<category>/ and "
+                     f"PROCESSED/_uncertain/ (default {d.processed})")
+    run.add_argument("--quarantine", type=Path, help="images rejected as not images, corrupt or "
+                     f"unsupported, with a .reason.json sidecar (default {d.quarantine})")
+    run.add_argument("--results", type=Path, help="per-run CSV/JSON/HTML reports and the SQLite "
+                     f"ledger (default {d.results})")
+    run.add_argument("--logs", type=Path, help=f"one log file per run (default {d.logs})")
+    run.add_argument("--gateway", help=f"gateway base URL (default {d.gateway})")
+    run.add_argument("--min-confidence", type=float, help="top-1 probability in [0, 1] below "
+                     f"which an image goes to _uncertain (default {d.min_confidence})")
+    run.add_argument("--concurrency", type=int, help="/predict_batch requests in flight "
+                     f"(default {d.concurrency})")
+    run.add_argument("--chunk-size", type=int, help="images per /predict_batch request "
+                     f"(default {d.chunk_size})")
+    run.add_argument("--health-timeout", type=float, help="seconds to wait for GET /health = 200 "
+                     f"before exiting with code 2 (default {d.health_timeout:g})")
+    run.add_argument("--request-timeout", type=float, help="seconds per HTTP request "
+                     f"(default {d.request_timeout:g})")
+    run.add_argument("--retries", type=int, help="retries of a request after 5xx/timeout "
+                     f"(default {d.retries})")
+    run.add_argument("--retry-backoff", type=float, help="seconds before the first retry, "
+                     f"doubled each time (default {d.retry_backoff:g})")
+    run.add_argument("--settle-seconds", type=float, help="skip files modified in the last N "
+                     f"seconds: still being written (default {d.settle_seconds:g})")
+    run.add_argument("--dry-run", action="store_true", default=None, help="classify and report "
+                     "what would happen; move nothing, keep no ledger state")
+    run.add_argument("--api-key", help=f"X-API-Key for the gateway (prefer env {_ENV_PREFIX}"
+                     "API_KEY: flags are visible in the process list)")
+    run.add_argument("--progress-every", type=float, help="seconds between progress log lines "
+                     f"without a terminal (default {d.progress_every:g})")
+    return parser
+
+
+_EXIT_CODES_HELP = """exit codes:
+  0  every file found was filed (under its category or _uncertain)
+  1  some files were quarantined, or left in incoming for the next run (gateway/serving errors)
+  2  the gateway never became healthy, or bad configuration; no file was touched
+
+test hook (not for production): FASHION_BATCH_FAILPOINT=<point>:<n> SIGKILLs the job the n-th
+time it reaches <point> (see batch/failpoints.py)."""
+
+
+def _coerce(name: str, raw: str, kind: type) -> object:
+    if kind is bool:
+        return raw.strip().lower() in _TRUE
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
+                          ) from exc
+
+
+_FIELD_TYPES: dict[str, type] = {
+    "incoming": Path, "processed": Path, "quarantine": Path, "results": Path, "logs": Path,
+    "gateway": str, "min_confidence": float, "concurrency": int, "chunk_size": int,
+    "health_timeout": float, "request_timeout": float, "retries": int, "retry_backoff": float,
+    "settle_seconds": float, "dry_run": bool, "api_key": str, "progress_every": float,
+}
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> BatchSettings:
+    """Merges parsed flags over environment variables over defaults.
+
+    Args:
+        args: the parsed ``run`` namespace (unset flags are ``None``).
+        env: environment mapping, usually ``os.environ``.
+
+    Returns:
+        Settings with every path made absolute (relative to the current directory).
+
+    Raises:
+        ConfigError: an environment value that does not parse as its type.
+    """
+    values: dict[str, object] = {}
+    for name, kind in _FIELD_TYPES.items():
+        flag = getattr(args, name, None)
+        if flag is not None:
+            values[name] = flag
+        elif (raw := env.get(_ENV_PREFIX + name.upper())) not in (None, ""):
+            values[name] = _coerce(name, raw, kind)
+    for name, kind in _FIELD_TYPES.items():
+        if kind is Path and name in values:
+            values[name] = Path(values[name])
+    settings = BatchSettings(**values)
+    absolute = {name: Path(os.path.abspath(getattr(settings, name)))
+                for name, kind in _FIELD_TYPES.items() if kind is Path}
+    return BatchSettings(**{**settings.__dict__, **absolute,
+                            "gateway": settings.gateway.rstrip("/")})
+
+
+def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> tuple[str, BatchSettings]:
+    """Parses the command line.
+
+    Args:
+        argv: arguments after the program name (``None``: ``sys.argv[1:]``).
+        env: environment mapping.
+
+    Returns:
+        ``(command, settings)``; settings are not yet validated.
+
+    Raises:
+        SystemExit: ``--help`` (code 0) or a malformed command line (argparse's code 2).
+        ConfigError: an environment value that does not parse.
+    """
+    args = build_parser().parse_args(argv)
+    return args.command, settings_from(args, env)

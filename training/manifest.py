@@ -6,7 +6,8 @@ Two layouts are accepted:
   70/15/15 (stratified), see :class:`training.settings.SplitConfig`.
 
 Every file is decoded once with the shared :func:`preprocessing.decode`; files it rejects are
-listed in the report with their error ``code`` and left out of the manifest.
+listed in the report with their error ``code`` and left out of the manifest (and out of the
+random split, which is made over the files that decode).
 """
 
 from __future__ import annotations
@@ -85,21 +86,21 @@ def split_counts(n: int, config: SplitConfig) -> tuple[int, int, int]:
     return n - n_val - n_test, n_val, n_test
 
 
-def scan(data_dir: Path, config: SplitConfig | None = None) -> list[Entry]:
-    """Lists every candidate file with its class and split (nothing decoded yet).
+def scan(data_dir: Path) -> list[Entry]:
+    """Lists every candidate file with its class, and its split when the layout fixes it.
+
+    Nothing is decoded here. In a set without split folders every entry's ``split`` is ``""``
+    (see :func:`assign_splits`).
 
     Args:
         data_dir: the data set root, in one of the two layouts of this module.
-        config: split fractions and seed, used only when there are no split folders
-            (default :class:`SplitConfig`'s 70/15/15, seed 42).
 
     Returns:
-        Entries sorted by split, then label, then path.
+        Entries sorted by path.
 
     Raises:
-        FileNotFoundError: ``data_dir`` does not exist or holds no class folder.
+        FileNotFoundError: ``data_dir`` does not exist or holds no class folder with files.
     """
-    config = config or SplitConfig()
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data folder {data_dir} does not exist")
     data_dir = data_dir.resolve()
@@ -109,18 +110,34 @@ def scan(data_dir: Path, config: SplitConfig | None = None) -> list[Entry]:
             for class_dir in _class_dirs(data_dir / split):
                 entries += [Entry(str(p), class_dir.name, split) for p in _files(class_dir)]
     else:
-        rng = random.Random(config.seed)
         for class_dir in _class_dirs(data_dir):
-            files = _files(class_dir)
-            rng.shuffle(files)
-            n_train, n_val, _ = split_counts(len(files), config)
-            for i, path in enumerate(files):
-                split = "train" if i < n_train else "validation" if i < n_train + n_val else "test"
-                entries.append(Entry(str(path), class_dir.name, split))
+            entries += [Entry(str(p), class_dir.name, "") for p in _files(class_dir)]
     if not entries:
         raise FileNotFoundError(f"no class folder with files under {data_dir}")
+    return sorted(entries, key=lambda e: e.path)
+
+
+def assign_splits(entries: list[Entry], config: SplitConfig) -> list[Entry]:
+    """Splits each class with a seeded shuffle (stratified); keeps splits already set.
+
+    Args:
+        entries: rows from :func:`scan`; those with ``split == ""`` get one.
+        config: fractions and seed.
+
+    Returns:
+        All entries with a split, sorted by split (train, validation, test), label, path.
+    """
+    rng = random.Random(config.seed)
+    done = [e for e in entries if e.split]
+    for label in sorted({e.label for e in entries if not e.split}):
+        files = sorted(e.path for e in entries if e.label == label and not e.split)
+        rng.shuffle(files)
+        n_train, n_val, _ = split_counts(len(files), config)
+        for i, path in enumerate(files):
+            split = "train" if i < n_train else "validation" if i < n_train + n_val else "test"
+            done.append(Entry(path, label, split))
     order = {split: i for i, split in enumerate(SPLITS)}
-    return sorted(entries, key=lambda e: (order[e.split], e.label, e.path))
+    return sorted(done, key=lambda e: (order[e.split], e.label, e.path))
 
 
 def _check(entry: Entry) -> tuple[Entry, str | None, str]:
@@ -154,14 +171,13 @@ def prepare(data_dir: Path, artifacts_dir: Path, config: SplitConfig | None = No
     """
     config = config or SplitConfig()
     data_dir = Path(data_dir)
-    entries = scan(data_dir, config)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(_check, entries))
-    kept = [entry for entry, error, _ in results if error is None]
+        results = list(pool.map(_check, scan(data_dir)))
+    kept = assign_splits([entry for entry, error, _ in results if error is None], config)
     if not kept:
         raise ValueError(f"no decodable image under {data_dir}")
     rejected = [
-        {"path": e.path, "label": e.label, "split": e.split, "error": error}
+        {"path": e.path, "label": e.label, "split": e.split or None, "error": error}
         for e, error, _ in results
         if error is not None
     ]

@@ -59,8 +59,9 @@ def _fit(net: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, e
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )
+    # The pipeline shuffles (seeded) itself; Keras cannot shuffle a tf.data.Dataset.
     result = net.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
-                     callbacks=[stop], verbose=verbose)
+                     callbacks=[stop], shuffle=False, verbose=verbose)
     history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
     losses = history.get("val_loss", [])
     history["best_epoch"] = int(np.argmin(losses)) + 1 if losses else 0

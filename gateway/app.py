@@ -126,12 +126,12 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
         name, version, labels = predictor.labels(options.selector)
         return jsonify(model={"name": name, "version": version}, classes=labels)
 
-    @app.get("/metrics")
+    @app.get("/metrics", endpoint="metrics")
     def metrics_endpoint() -> Response:
         body, content_type = metrics.render()
         return Response(body, content_type=content_type)
 
-    @app.get("/openapi.json")
+    @app.get("/openapi.json", endpoint="openapi")
     def openapi_document() -> Response:
         return jsonify(openapi.document(settings, __version__))
 

@@ -1,0 +1,157 @@
+"""Gateway parts that need no model server: settings, error mapping, request checks, top-k.
+
+Requests here are refused before any gRPC call, so the app points at a closed port.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
+
+from gateway.app import create_app
+from gateway.errors import STATUS_BY_CODE, GatewayError, from_http_exception, from_image_error
+from gateway.launcher import free_port
+from gateway.predictor import classify_rows
+from gateway.settings import Settings
+from preprocessing import UnsupportedFormatError
+
+
+@pytest.fixture()
+def closed_address() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+def _client(address: str, **overrides):
+    settings = Settings.from_env({}, grpc_address=address, retries=0, **overrides)
+    return create_app(settings, warm_up=False).test_client()
+
+
+def test_settings_defaults_and_environment():
+    assert Settings.from_env({}) == Settings()
+    assert Settings().grpc_address == "localhost:8500"
+    assert Settings().model_name == "fashion"
+    settings = Settings.from_env({"SERVING_GRPC_ADDRESS": "serving:9000", "TOP_K": "5",
+                                  "SERVING_DEADLINE_SECONDS": "2.5", "API_KEY": "s3cret",
+                                  "MAX_IMAGE_PIXELS": ""})
+    assert (settings.grpc_address, settings.top_k, settings.deadline_seconds, settings.api_key,
+            settings.max_image_pixels) == ("serving:9000", 5, 2.5, "s3cret", 40_000_000)
+    assert {row["env"] for row in Settings.describe()} >= {"SERVING_GRPC_ADDRESS", "MODEL_NAME",
+                                                           "MAX_BODY_BYTES", "API_KEY"}
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"TOP_K": "three"}, "TOP_K='three' is not a valid int"),
+    ({"MAX_BATCH_IMAGES": "0"}, "MAX_BATCH_IMAGES must be > 0"),
+    ({"SERVING_RETRIES": "9"}, "SERVING_RETRIES must be in 0..4"),
+])
+def test_settings_reject_bad_values(env, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)
+
+
+def test_error_table_matches_the_contract():
+    assert GatewayError("too_many_images", "x").status == 413
+    assert GatewayError("serving_unavailable", "x").status == 503
+    with pytest.raises(KeyError):
+        GatewayError("no_such_code", "x")
+    assert sorted(set(STATUS_BY_CODE.values())) == [400, 401, 404, 405, 413, 415, 500, 502,
+                                                    503, 504]
+    error = from_image_error(UnsupportedFormatError("HEIC"))
+    assert (error.code, error.status) == ("unsupported_format", 415)
+    assert "HEIC" in error.message
+    assert from_http_exception(RequestEntityTooLarge()).body()["code"] == "payload_too_large"
+    not_allowed = from_http_exception(MethodNotAllowed(valid_methods=["GET"]))
+    assert (not_allowed.status, not_allowed.headers) == (405, {"Allow": "GET"})
+
+
+def test_classify_rows_orders_top_k_and_caps_k():
+    probabilities = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]], dtype=np.float32)
+    classes = np.array([[b"hat", b"dress", b"shoes"]] * 2, dtype=object)
+    first, second = classify_rows(probabilities, classes, top_k=10)
+    assert (first.label, first.class_id) == ("dress", 1)
+    assert [t["label"] for t in first.top_k] == ["dress", "shoes", "hat"]
+    assert (second.label, second.class_id, len(second.top_k)) == ("hat", 0, 3)
+    assert second.confidence == pytest.approx(0.5)
+    with pytest.raises(GatewayError, match="outputs disagree"):
+        classify_rows(probabilities, classes[:, :2], top_k=1)
+
+
+@pytest.mark.parametrize("query", [{"top_k": "0"}, {"top_k": "x"}, {"version": "-1"},
+                                   {"version": "1.5"}, {"version_label": "bad label!"},
+                                   {"version": "1", "version_label": "stable"}])
+def test_invalid_query_parameters_are_400(closed_address, query):
+    response = _client(closed_address).post("/predict", data=b"x", content_type="image/png",
+                                            query_string=query)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_parameter"
+
+
+def test_request_shape_errors(closed_address):
+    client = _client(closed_address, max_batch_images=2, max_body_bytes=1000)
+    cases = [
+        (client.post("/predict", data={"other": (io.BytesIO(b"x"), "a.jpg")},
+                     content_type="multipart/form-data"), 400, "missing_field"),
+        (client.post("/predict"), 400, "missing_field"),
+        (client.post("/predict", data=b"{}", content_type="application/json"), 415,
+         "unsupported_media_type"),
+        (client.post("/predict_batch", data=b"x", content_type="image/png"), 415,
+         "unsupported_media_type"),
+        (client.post("/predict_batch", data={"image": (io.BytesIO(b"x"), "a.jpg")},
+                     content_type="multipart/form-data"), 400, "missing_field"),
+        (client.post("/predict_batch",
+                     data={"images": [(io.BytesIO(b"x"), f"{i}.jpg") for i in range(3)]},
+                     content_type="multipart/form-data"), 413, "too_many_images"),
+        (client.post("/predict", data=b"\0" * 1001, content_type="image/jpeg"), 413,
+         "payload_too_large"),
+        (client.post("/predict", data={"image": (io.BytesIO(b"\0" * 1001), "big.jpg")},
+                     content_type="multipart/form-data"), 413, "payload_too_large"),
+        (client.get("/no/such/route"), 404, "not_found"),
+        (client.get("/predict"), 405, "method_not_allowed"),
+    ]
+    for response, status, code in cases:
+        assert (response.status_code, response.json["error"]["code"]) == (status, code)
+        assert set(response.json["error"]) == {"code", "message"}
+
+
+def test_api_key_guards_everything_but_health_and_metrics(closed_address):
+    client = _client(closed_address, api_key="s3cret")
+    refused = client.get("/openapi.json")
+    assert refused.status_code == 401
+    assert refused.json["error"]["code"] == "unauthorized"
+    assert client.get("/openapi.json", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.get("/openapi.json", headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert client.post("/predict", data=b"x", content_type="image/png").status_code == 401
+    assert client.get("/health").status_code == 503  # open, and serving is down
+    assert client.get("/metrics").status_code == 200
+    open_client = _client(closed_address)
+    assert open_client.get("/openapi.json").status_code == 200
+
+
+def test_openapi_lists_every_path_and_error_code(closed_address):
+    response = _client(closed_address).get("/openapi.json")
+    document = response.json
+    assert document["openapi"] == "3.1.0"
+    assert set(document["paths"]) == {"/", "/health", "/classes", "/metrics", "/openapi.json",
+                                      "/predict", "/predict_batch"}
+    predict = document["paths"]["/predict"]["post"]
+    assert set(predict["responses"]) == {"200", "400", "401", "404", "405", "413", "415", "500",
+                                         "502", "503", "504"}
+    assert "Retry-After" in predict["responses"]["503"]["headers"]
+    assert document["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"] == sorted(
+        STATUS_BY_CODE)
+
+
+def test_metrics_count_requests_and_rejections(closed_address):
+    client = _client(closed_address)
+    client.post("/predict", data=b"{}", content_type="application/json")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert ('gateway_requests_total{endpoint="/predict",method="POST",status="415"} 1.0'
+            in text)
+    assert 'gateway_rejected_inputs_total{reason="unsupported_media_type"} 1.0' in text
+    for name in ("gateway_request_duration_seconds", "gateway_decode_duration_seconds",
+                 "gateway_serving_duration_seconds", "gateway_predicted_images_total",
+                 "gateway_model_version_responses_total"):
+        assert f"# TYPE {name.removesuffix('_total')}" in text

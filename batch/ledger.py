@@ -118,6 +118,10 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
+    def journal_mode(self) -> str:
+        """SQLite's journal mode in use (``wal`` for a file, ``memory`` for ``:memory:``)."""
+        return str(self._db.execute("PRAGMA journal_mode").fetchone()[0])
+
     def close(self) -> None:
         """Closes the connection."""
         self._db.close()

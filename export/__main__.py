@@ -71,7 +71,7 @@ def _export(args: argparse.Namespace, argv: list[str]) -> int:
 
     request = ExportRequest(
         model=args.model, base_path=args.base_path, version=args.version,
-        artifacts=args.artifacts if args.artifacts and args.artifacts.is_dir() else None,
+        artifacts=args.artifacts,
         labels=args.labels, model_name=args.model_name, data_dir=args.data_dir,
         command=shlex.join(["python", "-m", "export", *argv]),
     )

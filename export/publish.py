@@ -193,6 +193,9 @@ def publish(request: ExportRequest) -> Path:
     version = request.version if request.version is not None else scanned.next_version()
     layout.check_publishable(layout.scan(base), version)
     model, labels = _load_inputs(request)
+    if request.artifacts is not None and not request.artifacts.is_dir():
+        log.warning("artifacts folder %s not found: the model card's training, data set and "
+                    "metrics fields will be null", request.artifacts)
 
     staging = layout.staging_path(base, version)
     staging.mkdir()

@@ -64,6 +64,12 @@ def _complete(folder: Path) -> bool:
                for name in COMPLETE_FILES)
 
 
+def _export_argv(source: dict, base: Path, *extra: str) -> list[str]:
+    """CLI arguments exporting the tiny model; no training artifacts (the card's figures null)."""
+    return ["--model", str(source["path"]), "--base-path", str(base), "--labels",
+            str(source["labels"]), "--artifacts", str(base.parent / "no-artifacts"), *extra]
+
+
 def _real_images(count: int) -> np.ndarray:
     files = sorted((DATA_DIR / "test" / "hat").glob("*.jpg"))[:count]
     assert len(files) == count, f"need {count} real images under {DATA_DIR}"
@@ -110,8 +116,7 @@ def published(source, tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("FASHION_DATA_DIR", str(DATA_DIR))
-            rc = main(["--model", str(source["path"]), "--base-path", str(base),
-                       "--labels", str(source["labels"]), "--artifacts", str(base / "none")])
+            rc = main(_export_argv(source, base))
     finally:
         stop.set()
         watcher.join()
@@ -183,8 +188,7 @@ def test_warmup_file_holds_predict_requests_of_real_images(published):
 
 def test_existing_version_is_refused(published, source, capsys):
     before = (published["version"] / "saved_model.pb").stat().st_mtime_ns
-    rc = main(["--model", str(source["path"]), "--base-path", str(published["base"]),
-               "--labels", str(source["labels"]), "--version", "1"])
+    rc = main(_export_argv(source, published["base"], "--version", "1"))
     assert rc == 1
     assert "version 1 already exists" in capsys.readouterr().err
     assert sorted(os.listdir(published["base"])) == ["1"]
@@ -195,8 +199,7 @@ def test_zero_padded_collision_is_refused(source, tmp_path, capsys):
     base = tmp_path / "fashion"
     (base / "007").mkdir(parents=True)
     (base / "7").mkdir()
-    rc = main(["--model", str(source["path"]), "--base-path", str(base),
-               "--labels", str(source["labels"])])
+    rc = main(_export_argv(source, base))
     assert rc == 1
     err = capsys.readouterr().err
     assert "'007', '7'" in err and "version 7" in err
@@ -207,11 +210,21 @@ def test_savedmodel_directly_in_base_path_is_refused(source, tmp_path, capsys):
     base = tmp_path / "fashion"
     base.mkdir()
     (base / "saved_model.pb").write_bytes(b"")
-    rc = main(["--model", str(source["path"]), "--base-path", str(base),
-               "--labels", str(source["labels"])])
+    rc = main(_export_argv(source, base))
     assert rc == 1
     assert "saved_model.pb sits directly in the base path" in capsys.readouterr().err
     assert os.listdir(base) == ["saved_model.pb"]
+
+
+def test_labels_that_do_not_fit_the_model_are_refused(source, tmp_path, capsys):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("boot\ncap\n")
+    base = tmp_path / "fashion"
+    argv = _export_argv(source, base)
+    argv[argv.index("--labels") + 1] = str(labels)
+    assert main(argv) == 1
+    assert "has 2 labels but the model outputs 3 classes" in capsys.readouterr().err
+    assert os.listdir(base) == []
 
 
 @pytest.mark.parametrize(("name", "version"), [
@@ -236,8 +249,7 @@ def test_next_version_is_highest_plus_one(tmp_path):
 def test_failed_verification_publishes_nothing(source, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("export.verify.REFERENCE_TOLERANCE", -1.0)  # any difference fails
     base = tmp_path / "fashion"
-    rc = main(["--model", str(source["path"]), "--base-path", str(base),
-               "--labels", str(source["labels"])])
+    rc = main(_export_argv(source, base))
     assert rc == 1
     assert "verification failed: matches Keras" in capsys.readouterr().err
     assert os.listdir(base) == []
@@ -250,8 +262,7 @@ def test_interrupted_export_leaves_no_folder(source, tmp_path, monkeypatch):
     monkeypatch.setattr("export.warmup.write", interrupt)
     base = tmp_path / "fashion"
     with pytest.raises(KeyboardInterrupt):
-        main(["--model", str(source["path"]), "--base-path", str(base),
-              "--labels", str(source["labels"])])
+        main(_export_argv(source, base))
     assert os.listdir(base) == []
 
 

@@ -59,6 +59,8 @@ def versions(base_path: Path) -> list[VersionInfo]:
                 created = card.get("created_at")
             except (OSError, ValueError):
                 notes.append("no readable model card")
+            if folder != str(number):
+                notes.append(f"non-canonical name, TF Serving reads it as version {number}")
             if len(scanned.versions[number]) > 1:
                 notes.append(f"collides with {sorted(set(scanned.versions[number]) - {folder})}")
             rows.append(VersionInfo(number, folder, accuracy, created, "; ".join(notes)))

@@ -204,6 +204,13 @@ def test_zero_padded_collision_is_refused(source, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'007', '7'" in err and "version 7" in err
     assert sorted(os.listdir(base)) == ["007", "7"]
+    assert main(["list", str(base)]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "007      -         -                     no saved_model.pb; no readable model card; "
+        "non-canonical name, TF Serving reads it as version 7; collides with ['7']",
+        "7        -         -                     no saved_model.pb; no readable model card; "
+        "collides with ['007']",
+    ]
 
 
 def test_savedmodel_directly_in_base_path_is_refused(source, tmp_path, capsys):
@@ -330,4 +337,5 @@ def test_committed_release_version_verifies(capsys):
     assert card["labels"] == sorted(p.name for p in (DATA_DIR / "test").iterdir() if p.is_dir())
     assert card["num_classes"] == 10
     assert 0.0 <= card["metrics"]["accuracy"] <= 1.0
-    assert card["dataset"]["split_counts"] == {"train": 3068, "validation": 341, "test": 372}
+    assert set(card["dataset"]["split_counts"]) == {"train", "validation", "test"}
+    assert card["dataset"]["split_counts"]["test"] == len(list(DATA_DIR.glob("test/*/*.jpg")))

@@ -1,0 +1,99 @@
+"""Command-line flags of ``python -m serving``: ``tensorflow_model_server``'s names and meanings.
+
+Both ``--flag value`` and ``--flag=value`` work (argparse), and boolean flags accept ``--flag``,
+``--flag=true`` and ``--flag=false`` like the real server's absl flags. Defaults are TF Serving's
+(``tensorflow_serving/model_servers/main.cc``): gRPC on 8500, REST off (0), file-system poll every
+second, config-file polling off (0).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+_TRUE = {"true", "1", "yes", "t", "y"}
+_FALSE = {"false", "0", "no", "f", "n"}
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+@dataclass(frozen=True)
+class Flags:
+    """Parsed server flags (units in the names: seconds, port numbers).
+
+    Attributes:
+        port: gRPC port (0 = any free port is not supported by TF Serving; use a real port).
+        rest_api_port: REST port, 0 = REST off.
+        model_name: model name when serving one model from flags.
+        model_base_path: the folder holding integer-named version folders.
+        model_config_file: ModelServerConfig text file; when set, model_name/base_path are ignored.
+        model_config_file_poll_wait_seconds: re-read the config file this often; 0 = never.
+        file_system_poll_wait_seconds: scan base paths for versions this often (> 0).
+        enable_batching: merge concurrent Predict calls (see ``serving.batching``).
+        batching_parameters_file: BatchingParameters text file (with enable_batching).
+        monitoring_config_file: MonitoringConfig text file (Prometheus on the REST port).
+        enable_model_warmup: replay ``assets.extra/tf_serving_warmup_requests`` before AVAILABLE.
+        tensorflow_intra_op_parallelism: TF intra-op threads; 0 = TensorFlow's default.
+        tensorflow_inter_op_parallelism: TF inter-op threads; 0 = TensorFlow's default.
+        grpc_max_threads: size of the gRPC handler thread pool.
+        grpc_max_message_bytes: max send/receive message size in bytes.
+    """
+
+    port: int = 8500
+    rest_api_port: int = 0
+    model_name: str = "default"
+    model_base_path: str = ""
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: int = 0
+    file_system_poll_wait_seconds: int = 1
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
+    monitoring_config_file: str = ""
+    enable_model_warmup: bool = True
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    grpc_max_threads: int = 16
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving",
+        description="A local model server speaking TF Serving's gRPC and REST APIs.",
+    )
+    defaults = Flags()
+    for name, value in defaults.__dict__.items():
+        if isinstance(value, bool):
+            parser.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=value)
+        else:
+            parser.add_argument(f"--{name}", type=type(value), default=value)
+    return parser
+
+
+def parse(argv: list[str] | None = None) -> Flags:
+    """Parse command-line arguments.
+
+    Args:
+        argv: arguments without the program name; ``None`` = ``sys.argv[1:]``.
+
+    Returns:
+        The flags.
+
+    Raises:
+        SystemExit: (status 2) on unknown flags, bad values, or neither ``--model_base_path`` nor
+            ``--model_config_file`` given, as ``tensorflow_model_server`` refuses to start then.
+    """
+    parser = _parser()
+    flags = Flags(**vars(parser.parse_args(argv)))
+    if not flags.model_config_file and not flags.model_base_path:
+        parser.error("either --model_config_file or --model_base_path must be given")
+    if flags.file_system_poll_wait_seconds <= 0:
+        parser.error("--file_system_poll_wait_seconds must be > 0")
+    return flags

@@ -1,0 +1,84 @@
+"""gRPC endpoints: ``tensorflow.serving.PredictionService`` and ``tensorflow.serving.ModelService``.
+
+Thin: each method hands the request to :class:`serving.core.ServingCore` and turns a
+``ServingError`` into the RPC's status code and message.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+import grpc
+
+from serving.core import ServingCore
+from serving.errors import ServingError
+from serving_api import protos
+
+log = logging.getLogger(__name__)
+
+
+def _call(context: grpc.ServicerContext, method, request):
+    try:
+        return method(request)
+    except ServingError as exc:
+        context.abort(exc.code, exc.message)
+    except Exception as exc:  # a bug here must still answer, as INTERNAL
+        log.exception("unexpected error")
+        context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+
+class PredictionService(protos.prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Predict and GetModelMetadata; Classify, Regress and MultiInference stay UNIMPLEMENTED."""
+
+    def __init__(self, core: ServingCore) -> None:
+        self._core = core
+
+    def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+        return _call(context, self._core.predict, request)
+
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        return _call(context, self._core.get_model_metadata, request)
+
+
+class ModelService(protos.model_service_pb2_grpc.ModelServiceServicer):
+    """GetModelStatus; HandleReloadConfigRequest stays UNIMPLEMENTED (edit the config file)."""
+
+    def __init__(self, core: ServingCore) -> None:
+        self._core = core
+
+    def GetModelStatus(self, request, context):  # noqa: N802
+        return _call(context, self._core.get_model_status, request)
+
+
+def build_server(core: ServingCore, port: int, max_workers: int,
+                 max_message_bytes: int) -> tuple[grpc.Server, int]:
+    """A started-ready (not started) gRPC server with both services.
+
+    Args:
+        core: the data plane.
+        port: TCP port on all interfaces (0 = any free port).
+        max_workers: handler threads (also the number of calls that can wait in a batch).
+        max_message_bytes: max send and receive message size, bytes.
+
+    Returns:
+        (server, bound port).
+
+    Raises:
+        RuntimeError: the port cannot be bound.
+    """
+    options = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
+                                                    thread_name_prefix="grpc"),
+                         options=options)
+    protos.prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(core), server)
+    protos.model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    bound = server.add_insecure_port(f"0.0.0.0:{port}")
+    if bound == 0:
+        raise RuntimeError(f"cannot bind gRPC port {port}")
+    return server, bound

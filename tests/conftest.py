@@ -1,0 +1,38 @@
+"""Shared fixtures. Serving fixtures first (owner: serving); others add theirs below."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the repo's packages, also when pytest is run from elsewhere
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_base(tmp_path_factory) -> Path:
+    """A model base path with tiny versions 1 and 2 (see tests/support/tiny_models.py).
+
+    Exported in a child process: the test process never loads TensorFlow.
+    """
+    from support.tiny_models import export_in_subprocess
+
+    base = tmp_path_factory.mktemp("tiny") / "fashion"
+    export_in_subprocess(base, [1, 2], warmup=True)
+    return base
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_base, tmp_path_factory):
+    """A local ``python -m serving`` (gRPC + REST) serving ``fashion`` = tiny version 2."""
+    from serving.launcher import ModelServerProcess
+
+    log = tmp_path_factory.mktemp("logs") / "tiny_server.log"
+    with ModelServerProcess(["--model_name=fashion", f"--model_base_path={tiny_model_base}"],
+                            rest=True, log_path=log) as server:
+        yield server

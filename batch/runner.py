@@ -148,7 +148,7 @@ class _Progress:
             self._bar.update(n)
         elif time.monotonic() - self._last >= self._every or self.done == self.total:
             self._last = time.monotonic()
-            log.info("progress: %d/%d images answered", self.done, self.total)
+            log.info("progress: %d/%d images done", self.done, self.total)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -190,7 +190,7 @@ class Runner:
         except GatewayUnavailableError as exc:
             log.error("%s; no file touched", exc)
             return RunResult(self.run_id, EXIT_UNAVAILABLE, message=str(exc))
-        log.info("gateway %s healthy: %s", self.s.gateway, json.dumps(health)[:300])
+        log.info("gateway %s healthy: %s", self.client.base_url, json.dumps(health)[:300])
         ledger_path = ":memory:" if self.s.dry_run else self.s.results / LEDGER_NAME
         self.ledger = ledger = Ledger(ledger_path)
         try:

@@ -1,0 +1,296 @@
+"""The nightly job end to end: ``python -m batch run`` against the real gateway and local model
+server serving the committed release model ``models/fashion``.
+
+One model server + gateway pair is started per module. Real photos come from the data set's test
+split in ../shared (ones the release model classifies correctly, listed in ``PHOTOS``); every odd
+file is generated here with Pillow. Crash tests SIGKILL the job at each failpoint
+(batch/failpoints.py), rerun it, and count every file by content hash before and after.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from batch import reports
+from batch.gateway_client import GatewayClient
+from batch.runner import LEDGER_NAME, run
+from batch.settings import BatchSettings
+from gateway.launcher import GatewayProcess, free_port
+from serving.launcher import ModelServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_BASE = Path(os.environ.get("FASHION_TEST_MODEL_BASE", ROOT / "models" / "fashion"))
+DATA = Path(os.environ.get("FASHION_DATA_DIR", ROOT.parent / "shared/data/clothing-dataset-small"))
+
+# Test-split photos the release model (models/fashion/1) labels correctly, two per class.
+PHOTOS = {
+    "dress": [],
+    "hat": [],
+    "longsleeve": [],
+    "outwear": [],
+    "pants": [],
+    "shirt": [],
+    "shoes": [],
+    "shorts": [],
+    "skirt": [],
+    "t-shirt": [],
+}
+
+
+def photo(label: str, i: int = 0) -> Path:
+    names = PHOTOS[label] or sorted(os.listdir(DATA / "test" / label))
+    return DATA / "test" / label / names[i]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """The real model server and gateway, started once for the module."""
+    logs = tmp_path_factory.mktemp("stack-logs")
+    with ModelServerProcess(["--model_name", "fashion", "--model_base_path", str(MODEL_BASE)],
+                            log_path=logs / "serving.log") as server, \
+            GatewayProcess({"SERVING_GRPC_ADDRESS": server.grpc_address},
+                           log_path=logs / "gateway.log") as gateway:
+        yield server, gateway
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    d = {name: tmp_path / name for name in ("incoming", "processed", "quarantine", "results",
+                                            "logs")}
+    d["incoming"].mkdir()
+    return d
+
+
+def place(src: Path | bytes, dest: Path, age: float = 60.0) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(src, bytes):
+        dest.write_bytes(src)
+    else:
+        shutil.copyfile(src, dest)
+    t = time.time() - age
+    os.utime(dest, (t, t))
+    return dest
+
+
+def cli(dirs, gateway_url: str, *extra: str, env: dict | None = None,
+        timeout: float = 180) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "batch", "run", "--gateway", gateway_url,
+            "--settle-seconds", "0", "--min-confidence", "0", "--retry-backoff", "0"]
+    for name in ("incoming", "processed", "quarantine", "results", "logs"):
+        args += [f"--{name}", str(dirs[name])]
+    return subprocess.run([*args, *extra], cwd=ROOT, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def hashes(*roots: Path) -> collections.Counter:
+    """Content hashes of every input-like file (not sidecars) under the roots."""
+    found: collections.Counter = collections.Counter()
+    for root in roots:
+        for p in root.rglob("*") if root.exists() else []:
+            if p.is_file() and not p.name.endswith(reports.SIDECAR_SUFFIX):
+                found[hashlib.sha256(p.read_bytes()).hexdigest()] += 1
+    return found
+
+
+def all_csv_rows(results: Path) -> pd.DataFrame:
+    frames = [pd.read_csv(p, keep_default_na=False) for p in sorted(results.glob("*/report.csv"))]
+    return pd.concat(frames, ignore_index=True)
+
+
+def truncated_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 200, 30)).save(buf, format="JPEG")
+    return buf.getvalue()[: len(buf.getvalue()) // 3]
+
+
+def test_real_photos_and_odd_files(stack, dirs):
+    _, gateway = stack
+    inc = dirs["incoming"]
+    expected = {}
+    for label in PHOTOS:
+        for i in range(2):
+            p = place(photo(label, i), inc / "shop" / photo(label, i).name)
+            expected[p.name] = label
+    twin = place(photo("shoes", 0), inc / "twin-of-shoes.jpg")  # byte-identical pair
+    place(photo("hat", 0), inc / "a" / "same.jpg")  # one name in two sub-folders
+    place(photo("hat", 1), inc / "b" / "same.jpg")
+    place(b"this is a shopping list, not a photo\n", inc / "odd" / "text.jpg")
+    place(truncated_jpeg(), inc / "odd" / "truncated.jpg")
+    place(b"", inc / "odd" / "empty.png")
+    place(photo("dress", 0), inc / "uploading.jpg", age=0.0)  # still being written
+    place(b"x", inc / ".hidden.jpg")
+    place(b"x", inc / "photo.jpg.part")
+
+    proc = cli(dirs, gateway.url, "--settle-seconds", "30", "--chunk-size", "8")
+    assert proc.returncode == 1, proc.stderr  # some quarantined
+
+    for name, label in expected.items():
+        assert (dirs["processed"] / label / name).is_file(), name
+    assert (dirs["processed"] / "shoes" / twin.name).is_file()
+    assert sorted(tree(dirs["processed"] / "hat"))[-2:] == ["same.jpg", "same_1.jpg"]
+    assert (dirs["processed"] / "hat" / "same.jpg").read_bytes() == photo("hat", 0).read_bytes()
+    assert (dirs["processed"] / "hat" / "same_1.jpg").read_bytes() == photo(
+        "hat", 1).read_bytes()
+    assert len(tree(dirs["processed"])) == 20 + 3
+    assert tree(dirs["quarantine"]) == [
+        "empty.png", "empty.png.reason.json", "text.jpg", "text.jpg.reason.json",
+        "truncated.jpg", "truncated.jpg.reason.json"]
+    reasons = {n: json.loads((dirs["quarantine"] / f"{n}.reason.json").read_text())["error_code"]
+               for n in ("empty.png", "text.jpg", "truncated.jpg")}
+    assert reasons == {"empty.png": "empty_file", "text.jpg": "not_an_image",
+                       "truncated.jpg": "corrupt_image"}
+    assert tree(inc) == [".hidden.jpg", "photo.jpg.part", "uploading.jpg"]
+
+    (report_dir,) = [p for p in dirs["results"].iterdir() if p.is_dir()]
+    table = pd.read_csv(report_dir / reports.CSV_NAME, keep_default_na=False)
+    assert list(table.columns) == reports.COLUMNS and len(table) == 26
+    assert table["status"].value_counts().to_dict() == {"filed": 23, "quarantined": 3}
+    filed = table[table["status"] == "filed"]
+    assert (filed["category"] == filed["destination"].map(lambda d: Path(d).parent.name)).all()
+    assert set(filed["model_version"]) == {1}
+    assert (filed["top3"].str.count(";") == 2).all()
+    shoes_sha = hashlib.sha256(photo("shoes", 0).read_bytes()).hexdigest()
+    assert (table["sha256"] == shoes_sha).sum() == 2
+    summary = json.loads((report_dir / reports.SUMMARY_NAME).read_text())
+    assert summary["counts_by_status"] == {"filed": 23, "quarantined": 3}
+    assert summary["counts_by_category"] == {
+        label: 2 + (label == "shoes") + 2 * (label == "hat") for label in PHOTOS}
+    assert summary["images_sent"] == 26 and summary["model_versions"] == [1]
+    page = (report_dir / reports.HTML_NAME).read_text()
+    assert page.count("<figure>") == 3 and (report_dir / reports.HISTOGRAM_NAME).is_file()
+    assert len(list(dirs["logs"].glob("batch-*.log"))) == 1
+
+    # Next night: the settled upload is taken, nothing filed before is sent again.
+    os.utime(inc / "uploading.jpg", (time.time() - 60, time.time() - 60))
+    again = cli(dirs, gateway.url, "--settle-seconds", "30")
+    assert again.returncode == 0, again.stderr
+    rows = all_csv_rows(dirs["results"])
+    assert len(rows) == 27 and rows["original_path"].is_unique
+    assert (dirs["processed"] / "dress" / "uploading.jpg").is_file()
+
+
+def test_dry_run_moves_nothing(stack, dirs):
+    _, gateway = stack
+    place(photo("pants", 0), dirs["incoming"] / "p.jpg")
+    place(b"", dirs["incoming"] / "e.jpg")
+    before = tree(dirs["incoming"])
+    proc = cli(dirs, gateway.url, "--dry-run")
+    assert proc.returncode == 1, proc.stderr
+    assert tree(dirs["incoming"]) == before
+    assert not dirs["processed"].exists() and not dirs["quarantine"].exists()
+    table = all_csv_rows(dirs["results"]).sort_values("original_path")
+    assert table["status"].tolist() == ["would_quarantine", "would_file"]
+    assert table["destination"].tolist() == [str(dirs["quarantine"] / "e.jpg"),
+                                             str(dirs["processed"] / "pants" / "p.jpg")]
+
+
+def test_unreachable_gateway_exits_2_and_touches_nothing(dirs):
+    place(photo("hat", 0), dirs["incoming"] / "h.jpg")
+    proc = cli(dirs, f"http://127.0.0.1:{free_port()}", "--health-timeout", "1")
+    assert proc.returncode == 2
+    assert "not healthy after 1 s" in proc.stderr
+    assert tree(dirs["incoming"]) == ["h.jpg"]
+    assert not dirs["processed"].exists() and not dirs["quarantine"].exists()
+
+
+class _StopsGatewayClient(GatewayClient):
+    """Stops the real gateway process just before its n-th /predict_batch request."""
+
+    def __init__(self, gateway: GatewayProcess, stop_before: int, **kwargs) -> None:
+        super().__init__(gateway.url, **kwargs)
+        self.gateway, self.stop_before, self.calls = gateway, stop_before, 0
+
+    def predict_batch(self, items, top_k=3, should_stop=lambda: False):
+        self.calls += 1
+        if self.calls == self.stop_before:
+            self.gateway.stop()
+        return super().predict_batch(items, top_k, should_stop)
+
+
+def test_gateway_stopped_mid_run(stack, dirs):
+    server, _ = stack
+    labels = ["dress", "hat", "pants", "shoes", "shorts", "skirt"]  # the scan's (sorted) order
+    for label in labels:
+        place(photo(label, 0), dirs["incoming"] / f"{label}.jpg")
+    settings = BatchSettings(
+        incoming=dirs["incoming"], processed=dirs["processed"], quarantine=dirs["quarantine"],
+        results=dirs["results"], logs=dirs["logs"], settle_seconds=0, min_confidence=0,
+        chunk_size=2, concurrency=1, retries=1, retry_backoff=0, request_timeout=30)
+    env = {"SERVING_GRPC_ADDRESS": server.grpc_address}
+    with GatewayProcess(env) as gateway:
+        client = _StopsGatewayClient(gateway, stop_before=2, retries=1, backoff=0)
+        first = run(settings, client=client)
+    assert first.exit_code == 1
+    assert first.counts == {"filed": 2, "left_in_incoming": 4}
+    assert tree(dirs["incoming"]) == sorted(f"{lab}.jpg" for lab in labels[2:])
+    with GatewayProcess(env) as gateway:
+        second = run(BatchSettings(**{**settings.__dict__, "gateway": gateway.url}))
+    assert second.exit_code == 0 and second.counts == {"filed": 4}
+    assert tree(dirs["incoming"]) == []
+    assert tree(dirs["processed"]) == sorted(f"{lab}/{lab}.jpg" for lab in labels)
+    summary = json.loads((second.report_dir / reports.SUMMARY_NAME).read_text())
+    assert summary["images_sent"] == 4
+
+
+CRASH_POINTS = [
+    ("after_classify", 3, False),
+    ("before_move", 2, False),
+    ("after_link_before_unlink", 4, False),
+    ("after_move_before_ledger", 5, False),
+    ("during_copy", 2, True),
+    ("after_copy_before_link", 3, True),
+    ("before_reports", 1, False),
+]
+
+
+@pytest.mark.parametrize(("point", "nth", "cross_fs"), CRASH_POINTS,
+                         ids=[p[0] for p in CRASH_POINTS])
+def test_sigkill_then_rerun_loses_and_duplicates_nothing(stack, dirs, point, nth, cross_fs):
+    _, gateway = stack
+    inc = dirs["incoming"]
+    for label in ("hat", "shoes", "pants", "skirt", "t-shirt"):
+        place(photo(label, 0), inc / f"{label}.jpg")
+    place(photo("hat", 0), inc / "again" / "hat.jpg")  # identical content, same name
+    place(b"not an image", inc / "junk.jpg")
+    n_files = 7
+    everywhere = (inc, dirs["processed"], dirs["quarantine"])
+    before = hashes(*everywhere)
+    env = {"FASHION_BATCH_FORCE_COPY": "1" if cross_fs else "0"}
+
+    killed = cli(dirs, gateway.url, "--chunk-size", "2", "--concurrency", "1",
+                 env={**env, "FASHION_BATCH_FAILPOINT": f"{point}:{nth}"})
+    assert killed.returncode == -9, killed.stderr
+    assert hashes(*everywhere) >= before  # nothing lost yet (a partial copy may add one)
+
+    rerun = cli(dirs, gateway.url, env=env)
+    assert rerun.returncode == 1, rerun.stderr  # junk.jpg was quarantined
+
+    assert hashes(*everywhere) == before  # every file exactly once
+    assert tree(inc) == []
+    assert [p for p in dirs["processed"].rglob(".*")] == []  # no temporary copy left
+    assert tree(dirs["quarantine"]) == ["junk.jpg", "junk.jpg.reason.json"]
+    assert len(tree(dirs["processed"])) == n_files - 1
+    rows = all_csv_rows(dirs["results"])
+    assert len(rows) == n_files and rows["original_path"].is_unique
+    assert rows["status"].value_counts().to_dict() == {"filed": 6, "quarantined": 1}
+    with sqlite3.connect(dirs["results"] / LEDGER_NAME) as db:
+        attempts = [a for (a,) in db.execute("SELECT attempts FROM files")]
+    assert attempts == [1] * n_files  # nothing classified was sent again

@@ -55,7 +55,12 @@ def sha256_file(path: Path) -> str:
 
 
 def fsync_dir(path: Path) -> None:
-    """fsyncs a directory so the names created or removed in it are durable."""
+    """fsyncs a directory so the names created or removed in it are durable.
+
+    A no-op on Windows, where directories cannot be opened for fsync (NTFS journals names).
+    """
+    if os.name == "nt":
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

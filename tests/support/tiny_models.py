@@ -158,10 +158,19 @@ def complete_half_written(source: Path, folder: Path) -> None:
 
 def export_in_subprocess(base_path: str | os.PathLike[str], versions: list[int],
                          warmup: bool = False) -> None:
-    """Run :func:`write_version` for several versions in a child process.
+    """Run :func:`write_version` for several versions of one model in a child process.
+
+    See :func:`export_many_in_subprocess`.
+    """
+    export_many_in_subprocess([(base_path, versions)], warmup=warmup)
+
+
+def export_many_in_subprocess(jobs: list[tuple[str | os.PathLike[str], list[int]]],
+                              warmup: bool = False) -> None:
+    """Run :func:`write_version` for (base path, versions) jobs in one child process.
 
     Keeps the TensorFlow runtime out of the test process (the gateway's tests check that it is
-    never loaded there) and pays the TensorFlow import once for all versions.
+    never loaded there) and pays the TensorFlow import once for all jobs.
 
     Raises:
         subprocess.CalledProcessError: the export failed (its stderr is in the exception).
@@ -169,7 +178,8 @@ def export_in_subprocess(base_path: str | os.PathLike[str], versions: list[int],
     import subprocess
     import sys
 
-    args = [sys.executable, __file__, str(base_path), *map(str, versions)]
+    args = [sys.executable, __file__]
+    args += [f"{base}={','.join(map(str, versions))}" for base, versions in jobs]
     if warmup:
         args.append("--warmup")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "-1"}
@@ -182,6 +192,7 @@ if __name__ == "__main__":
     import sys
 
     _warmup = "--warmup" in sys.argv
-    _args = [a for a in sys.argv[1:] if a != "--warmup"]
-    for _version in _args[1:]:
-        write_version(_args[0], int(_version), warmup=_warmup)
+    for _job in (a for a in sys.argv[1:] if a != "--warmup"):
+        _base, _versions = _job.rsplit("=", 1)
+        for _version in _versions.split(","):
+            write_version(_base, int(_version), warmup=_warmup)

@@ -1,9 +1,10 @@
 """The Flask app factory and its thin routes (HTTP <-> :class:`gateway.predictor.Predictor`).
 
 Endpoints and JSON shapes: docs/CONTRACTS.md section 4; the OpenAPI document at ``/openapi.json``
-describes them. Authentication: when ``API_KEY`` is set, every endpoint except ``/health`` and
-``/metrics`` needs header ``X-API-Key`` (``/health`` is the orchestrator's readiness probe;
-``/metrics`` is scraped by Prometheus and carries counts and timings only, no request data).
+describes them. Authentication: when ``GATEWAY_API_KEY`` is set, every endpoint except
+``/health`` and ``/metrics`` needs header ``X-API-Key`` (``/health`` is the orchestrator's
+readiness probe; ``/metrics`` is scraped by Prometheus and carries counts and timings only, no
+request data).
 """
 
 from __future__ import annotations

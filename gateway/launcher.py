@@ -39,8 +39,8 @@ class GatewayProcess:
     """The gateway in a child process; a context manager that starts it and stops it.
 
     Args:
-        env: extra environment variables (``SERVING_GRPC_ADDRESS``, ``API_KEY`` ...), on top of
-            this process's environment.
+        env: extra environment variables (``SERVING_GRPC_ADDRESS``, ``GATEWAY_API_KEY`` ...), on
+            top of this process's environment.
         server: ``"dev"`` (``python -m gateway``, Flask threaded) or ``"gunicorn"``
             (``gateway/gunicorn.conf.py``).
         require_healthy: wait until ``GET /health`` is 200; if False, any HTTP answer will do

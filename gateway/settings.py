@@ -56,7 +56,8 @@ class Settings:
         "PREDICT_CHUNK_SIZE", "most images sent in one gRPC Predict call", 32)
     top_k: int = _env("TOP_K", "default length of the top_k list (query top_k overrides)", 3)
     api_key: str | None = _env(
-        "API_KEY", "if set, every endpoint except /health and /metrics needs X-API-Key", None)
+        "GATEWAY_API_KEY", "if set, every endpoint except /health and /metrics needs X-API-Key",
+        None)
     decode_threads: int = _env(
         "DECODE_THREADS", "threads decoding the images of one batch request", 4)
     log_level: str = _env("LOG_LEVEL", "Python logging level of the gateway", "INFO")

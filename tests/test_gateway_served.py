@@ -289,7 +289,7 @@ def test_gateway_process_never_loads_the_tensorflow_runtime(server, tmp_path):
 def test_gateway_process_serves_over_http(server, tmp_path, kind):
     import requests
 
-    env = {"SERVING_GRPC_ADDRESS": server.grpc_address, "API_KEY": "k",
+    env = {"SERVING_GRPC_ADDRESS": server.grpc_address, "GATEWAY_API_KEY": "k",
            "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "2"}
     if kind == "gunicorn":
         env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")

@@ -34,12 +34,12 @@ def test_settings_defaults_and_environment():
     assert Settings().grpc_address == "localhost:8500"
     assert Settings().model_name == "fashion"
     settings = Settings.from_env({"SERVING_GRPC_ADDRESS": "serving:9000", "TOP_K": "5",
-                                  "SERVING_DEADLINE_SECONDS": "2.5", "API_KEY": "s3cret",
+                                  "SERVING_DEADLINE_SECONDS": "2.5", "GATEWAY_API_KEY": "s3cret",
                                   "MAX_IMAGE_PIXELS": ""})
     assert (settings.grpc_address, settings.top_k, settings.deadline_seconds, settings.api_key,
             settings.max_image_pixels) == ("serving:9000", 5, 2.5, "s3cret", 40_000_000)
     assert {row["env"] for row in Settings.describe()} >= {"SERVING_GRPC_ADDRESS", "MODEL_NAME",
-                                                           "MAX_BODY_BYTES", "API_KEY"}
+                                                           "MAX_BODY_BYTES", "GATEWAY_API_KEY"}
 
 
 @pytest.mark.parametrize(("env", "message"), [

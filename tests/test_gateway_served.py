@@ -13,6 +13,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 import zlib
 
 import numpy as np
@@ -252,6 +253,9 @@ def test_metrics_after_a_prediction(server):
     assert 'gateway_model_version_responses_total{version="2"} 1.0' in text
     assert 'gateway_requests_total{endpoint="/predict",method="POST",status="200"} 1.0' in text
     assert "gateway_decode_duration_seconds_count 1.0" in text
+    # the signature is read once, not per request (the answering version did not change)
+    assert 'gateway_serving_duration_seconds_count{method="GetModelMetadata",status="OK"} 1.0' \
+        in text
 
 
 THIN_CHECK = """
@@ -303,3 +307,27 @@ def test_gateway_process_serves_over_http(server, tmp_path, kind):
         metrics = requests.get(gateway.url + "/metrics", timeout=30).text
     # dev: one process; gunicorn: summed over both workers through the multiprocess folder
     assert 'gateway_requests_total{endpoint="/predict",method="POST",status="200"} 4.0' in metrics
+
+
+def test_a_new_version_is_picked_up_with_its_own_labels(tiny_model_base, tmp_path):
+    base = tmp_path / "fashion"
+    tiny_models.copy_version(tiny_model_base / "1", base, 1)
+    with ModelServerProcess(["--model_name=fashion", f"--model_base_path={base}",
+                             "--file_system_poll_wait_seconds=1"],
+                            log_path=tmp_path / "serving.log") as process:
+        app = create_app(_settings(process))
+        client = app.test_client()
+        data = GOOD["photo.bmp"]()
+        first = client.post("/predict", data=data, content_type="image/bmp")
+        assert first.json["model"]["version"] == 1
+        assert first.json["prediction"]["label"] == _expected(data, 1)[0]
+        tiny_models.copy_version(tiny_model_base / "2", base, 2)
+        for _ in range(300):  # the server polls the base path every second
+            if client.get("/classes").json["model"]["version"] == 2:
+                break
+            time.sleep(0.1)
+        second = client.post("/predict", data=data, content_type="image/bmp")
+    assert second.json["model"]["version"] == 2
+    assert second.json["prediction"]["label"] == _expected(data, 2)[0]
+    # the cached signature was re-read when version 2 answered (no serving call here: it is down)
+    assert app.extensions["gateway"]["model_info"].input_spec().version == 2

@@ -1,0 +1,111 @@
+"""Behaviour of the local ``python -m serving`` that needs process control or its own metrics:
+server-side batching and graceful SIGTERM.
+
+(The API contract shared with a real TF Serving is in test_serving_contract.py.)
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from support import tiny_models
+
+from serving.launcher import ModelServerProcess
+from serving_api import protos, tensors
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 4
+"""max_batch_size of the batching server below."""
+
+
+def _predict_request(images: np.ndarray, model: str = "fashion"):
+    request = protos.predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["images"].CopyFrom(tensors.to_tensor_proto(images))
+    return request
+
+
+def _metrics(server: ModelServerProcess) -> dict[tuple, float]:
+    """The server's Prometheus samples: (name, sorted label items) -> value."""
+    with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics",
+                                timeout=10) as response:
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def _key(name: str, **labels: str) -> tuple:
+    return (name, tuple(sorted(labels.items())))
+
+
+@pytest.fixture(scope="module")
+def batching_server(tiny_model_base, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("batching")
+    # A long timeout: a batch can only run early because it reached max_batch_size.
+    (folder / "batching.config").write_text(
+        f"max_batch_size {{ value: {BATCH} }}\nbatch_timeout_micros {{ value: 3000000 }}\n"
+        "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 4 }\n")
+    args = ["--model_name", "fashion", "--model_base_path", str(tiny_model_base),
+            "--enable_batching", "--batching_parameters_file", str(folder / "batching.config"),
+            f"--monitoring_config_file={ROOT / 'serving' / 'monitoring.config'}"]
+    server = ModelServerProcess(args, rest=True, log_path=folder / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_concurrent_calls_are_merged_into_one_model_run(batching_server):
+    channel = grpc.insecure_channel(batching_server.grpc_address)
+    stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    before = _metrics(batching_server)
+    batches = [tiny_models.images(1, seed=i) for i in range(BATCH)]
+    calls = [stub.Predict.future(_predict_request(x), timeout=30) for x in batches]
+    responses = [call.result() for call in calls]
+    after = _metrics(batching_server)
+    for images, response in zip(batches, responses, strict=True):
+        assert response.model_spec.version.value == 2
+        np.testing.assert_allclose(tensors.to_ndarray(response.outputs["probabilities"]),
+                                   tiny_models.expected(images, 2), atol=2e-6)
+    runs = _key("serving_model_runs_total", model_name="fashion", version="2")
+    requests = _key("serving_requests_total", model_name="fashion", api="predict", status="OK")
+    rows = _key("serving_batch_size_sum", model_name="fashion")
+    assert after[runs] - before.get(runs, 0) == 1
+    assert after[requests] - before.get(requests, 0) == BATCH
+    assert after[rows] - before.get(rows, 0) == BATCH
+    channel.close()
+
+
+def test_a_call_larger_than_max_batch_size_is_refused(batching_server):
+    channel = grpc.insecure_channel(batching_server.grpc_address)
+    stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.Predict(_predict_request(tiny_models.images(BATCH + 1)), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert exc.value.details() == (
+        f"Task size {BATCH + 1} is larger than maximum input batch size {BATCH}")
+    channel.close()
+
+
+def test_sigterm_finishes_the_call_in_flight_then_exits_0(batching_server):
+    channel = grpc.insecure_channel(batching_server.grpc_address)
+    stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    images = tiny_models.images(1, seed=42)
+    call = stub.Predict.future(_predict_request(images), timeout=30)
+    # The call waits in the batch queue (3 s timeout, batch not full): it is in flight.
+    queued = _key("serving_batch_queue_rows", model_name="fashion")
+    deadline = time.monotonic() + 10
+    while _metrics(batching_server).get(queued) != 1.0:
+        assert time.monotonic() < deadline, "the call never reached the batch queue"
+        time.sleep(0.05)
+    batching_server.terminate()
+    response = call.result()
+    np.testing.assert_allclose(tensors.to_ndarray(response.outputs["probabilities"]),
+                               tiny_models.expected(images, 2), atol=2e-6)
+    assert batching_server.process.wait(timeout=60) == 0
+    channel.close()

@@ -11,6 +11,7 @@ labelled by one version. Labels come from the ``classes`` output of the same Pre
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,8 @@ from gateway.metrics import Metrics
 from gateway.model_info import CLASSES, PROBABILITIES, InputSpec, ModelInfo
 from gateway.serving_client import LATEST, PredictResult, ServingClient, VersionSelector
 from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,9 @@ class Predictor:
                                         max_pixels=self._settings.max_image_pixels)
         except preprocessing.ImageError as exc:
             return from_image_error(exc)
+        except Exception:  # a crafted file can trip any error inside a Pillow plugin
+            log.exception("unexpected error decoding an upload of %d bytes", len(data))
+            return GatewayError("corrupt_image", "the image could not be decoded")
         finally:
             self._metrics.decode_seconds.observe(time.perf_counter() - start)
 

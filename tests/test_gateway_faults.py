@@ -185,3 +185,17 @@ def test_serving_stopped_is_503_everywhere_with_retry_after(fake):
     info = client.get("/")
     assert info.status_code == 200
     assert info.json["serving"]["available"] is False
+
+
+def test_a_decoder_crash_on_a_crafted_file_is_400_not_500(fake, monkeypatch):
+    import preprocessing
+
+    def crash(data, size, *, max_pixels):
+        raise ZeroDivisionError("a Pillow plugin bug")
+
+    monkeypatch.setattr(preprocessing, "decode", crash)
+    response = _post(_client(fake.address))
+    assert response.status_code == 400
+    assert response.json["error"] == {"code": "corrupt_image",
+                                      "message": "the image could not be decoded"}
+    assert fake.predict_calls == 0

@@ -15,6 +15,7 @@ would). Never set in production. Points, in the order a file passes them:
 - ``after_move_before_ledger``: the file is at its destination only; the ledger still says
   ``moving``.
 - ``before_reports``: every file is filed; the run's reports are not written yet.
+- ``after_reports``: the reports are written; the ledger does not know yet.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ENV_VAR = "FASHION_BATCH_FAILPOINT"
 POINTS = frozenset({
     "after_classify", "before_move", "during_copy", "after_copy_before_link",
     "after_link_before_unlink", "after_move_before_ledger", "before_reports",
+    "after_reports",
 })
 
 _lock = threading.Lock()

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS files (
     error_code TEXT,
     error_message TEXT,
     destination TEXT,
+    note TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     discovered_run TEXT NOT NULL,
     last_run TEXT NOT NULL,
@@ -93,6 +94,7 @@ class FileRow:
     error_code: str | None
     error_message: str | None
     destination: str | None
+    note: str | None
     attempts: int
     discovered_run: str
     last_run: str
@@ -246,6 +248,11 @@ class Ledger:
             "UPDATE files SET error_code = ?, error_message = ?, attempts = attempts + 1, "
             "last_run = ?, updated_at = ? WHERE id = ?",
             (error_code, error_message, run_id, utc_now(), row_id))
+
+    def add_note(self, row_id: int, note: str, run_id: str) -> None:
+        """Records why a classified file could not be moved this run (it stays in incoming)."""
+        self._db.execute("UPDATE files SET note = ?, last_run = ?, updated_at = ? WHERE id = ?",
+                         (note, run_id, utc_now(), row_id))
 
     def start_move(self, row_id: int, destination: str) -> None:
         """Records the chosen destination *before* the move (state ``moving``)."""

@@ -74,6 +74,8 @@ def build_table(rows: Iterable[FileRow], run_id: str, *, dry_run: bool = False,
         dest = planned.get(r.id, "") if dry_run else (
             r.destination or "" if status not in ("left_in_incoming", "vanished") else "")
         error = f"{r.error_code}: {r.error_message}" if r.error_code else ""
+        if r.note and r.state == "classified":
+            error = r.note
         records.append({
             "run_id": run_id, "original_path": r.source, "destination": dest,
             "status": status, "category": r.category or "", "confidence": r.confidence,

@@ -213,11 +213,12 @@ class Runner:
             counts = reports.write_reports(
                 table, report_dir, run_id=self.run_id, duration=time.monotonic() - started,
                 images_sent=self.sent, exit_code=exit_code, dry_run=self.s.dry_run)
+            failpoints.reach("after_reports")
             ledger.finish_run(self.run_id, exit_code, str(report_dir / reports.CSV_NAME))
         finally:
             ledger.close()
-        message = (f"run {self.run_id}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-                   + f"; exit {exit_code}")
+        done = ", ".join(f"{k} {v}" for k, v in counts.items()) or "no files"
+        message = f"run {self.run_id}: {done}; exit {exit_code}"
         log.info("%s; reports in %s", message, report_dir)
         return RunResult(self.run_id, exit_code, report_dir, counts, message)
 
@@ -389,21 +390,21 @@ class Runner:
             failpoints.reach("before_move")
             try:
                 filing.move_file(src, dest, row.sha256)
-            except FileExistsError:
-                self.ledger.undo_move(row.id)
-                continue
-            except FileNotFoundError:
-                self.ledger.finish(row.id, "vanished", self.run_id, error_code="vanished",
-                                   error_message="removed from incoming before filing")
-                return
             except OSError as exc:
+                self.ledger.undo_move(row.id)  # move_file changed nothing
+                if isinstance(exc, FileExistsError) and os.path.lexists(dest):
+                    continue
+                if not src.exists():
+                    self.ledger.finish(row.id, "vanished", self.run_id, error_code="vanished",
+                                       error_message="removed from incoming before filing")
+                    return
                 log.error("could not move %s to %s (%s); it stays in incoming", src, dest, exc)
-                self.ledger.undo_move(row.id)
+                self.ledger.add_note(row.id, f"move_failed: {exc}", self.run_id)
                 return
             failpoints.reach("after_move_before_ledger")
             self._done(self.ledger.get(row.id))
             return
-        self.ledger.undo_move(row.id)
+        self.ledger.add_note(row.id, "move_failed: no free destination name", self.run_id)
 
     def _done(self, row: FileRow) -> None:
         """The file is at ``row.destination``: write the quarantine sidecar, close the row."""

@@ -447,6 +447,19 @@ def test_dry_run_moves_nothing(gateway, dirs):
                                              str(dirs["processed"] / "hat/hat__1.jpg")]
 
 
+def test_failed_move_stays_and_is_filed_later_without_resending(gateway, dirs):
+    write(dirs["incoming"] / "hat__1.jpg", jpeg_bytes())
+    write(dirs["processed"] / "hat", b"a file where the category folder should be")
+    first = run(settings_for(dirs, gateway.url))
+    assert first.exit_code == 1 and all_files(dirs["incoming"]) == ["hat__1.jpg"]
+    row = read_csv(first).iloc[0]
+    assert row["status"] == "left_in_incoming" and row["error"].startswith("move_failed: ")
+    (dirs["processed"] / "hat").unlink()
+    second = run(settings_for(dirs, gateway.url))
+    assert second.exit_code == 0 and all_files(dirs["processed"]) == ["hat/hat__1.jpg"]
+    assert gateway.images_seen == ["hat__1.jpg"]  # sent once, filed by the second run
+
+
 def test_bad_configuration_exits_2(gateway, dirs):
     result = run(settings_for(dirs, gateway.url, processed=dirs["incoming"] / "out"))
     assert result.exit_code == 2 and "inside --incoming" in result.message

@@ -1,0 +1,183 @@
+"""``make run`` / ``make serve``: the whole product on one machine, without Docker.
+
+``python -m batch.local`` starts the local model server (``python -m serving``) on ``models/`` and
+the gateway in the background (logs in ``logs/``), waits for the gateway's ``/health``, runs the
+nightly job over ``data/incoming/``, prints the summary, and stops both services, also when the job
+fails. When ``data/incoming/`` holds no image it is first seeded with the test split of the data set
+(``FASHION_DATA_DIR``). ``--serve`` instead keeps model server (gRPC 8500, REST 8501) and gateway
+(8080) in the foreground until Ctrl-C, for REST callers.
+
+Exit codes are the nightly job's (0 all filed, 1 some quarantined or left for retry, 2 gateway
+unavailable or bad configuration), and 2 when there is no data set or no model to serve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from batch.scan import IMAGE_EXTENSIONS
+from batch.settings import EXIT_UNAVAILABLE, parse_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET_REPO = "https://github.com/alexeygrigorev/clothing-dataset-small"
+MODEL_NAME = "fashion"
+
+
+def _say(message: str) -> None:
+    print(f"[make run] {message}", flush=True)
+
+
+def _images_under(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+
+
+def default_data_dir() -> Path:
+    """The data set folder: ``FASHION_DATA_DIR``, else ``../shared/data/clothing-dataset-small``."""
+    env = os.environ.get("FASHION_DATA_DIR")
+    return Path(env) if env else ROOT.parent / "shared" / "data" / "clothing-dataset-small"
+
+
+def seed_incoming(incoming: Path, data_dir: Path) -> int:
+    """Copy the data set's ``test/`` split into ``incoming`` (``<class>/<file>``), if it is empty.
+
+    Files are copied under a temporary name and renamed, so the job never sees a half-copied photo.
+
+    Args:
+        incoming: the job's incoming folder.
+        data_dir: folder-per-class data set with a ``test/`` split.
+
+    Returns:
+        The number of photos copied (0 when ``incoming`` already held images).
+
+    Raises:
+        FileNotFoundError: ``incoming`` is empty and ``data_dir/test`` does not exist.
+    """
+    if _images_under(incoming):
+        return 0
+    test_split = data_dir / "test"
+    if not test_split.is_dir():
+        raise FileNotFoundError(test_split)
+    copied = 0
+    for source in sorted(_images_under(test_split)):
+        target = incoming / source.relative_to(test_split)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.part")
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+        copied += 1
+    return copied
+
+
+def _versions(base: Path) -> list[int]:
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()) \
+        if base.is_dir() else []
+
+
+def _start_stack(stack: ExitStack, logs: Path, *, fixed_ports: bool):
+    from gateway.launcher import GatewayProcess
+    from serving.launcher import ModelServerProcess
+
+    base = ROOT / "models" / MODEL_NAME
+    started = time.monotonic()
+    server = stack.enter_context(ModelServerProcess(
+        ["--model_name", MODEL_NAME, "--model_base_path", str(base)],
+        port=8500 if fixed_ports else None, rest=True, rest_port=8501 if fixed_ports else None,
+        log_path=logs / "serving.log"))
+    _say(f"model server ready on {server.grpc_address} (REST {server.rest_url}) in "
+         f"{time.monotonic() - started:.1f} s; log {logs / 'serving.log'}")
+    gateway = stack.enter_context(GatewayProcess(
+        {"SERVING_GRPC_ADDRESS": server.grpc_address, "MODEL_NAME": MODEL_NAME},
+        port=8080 if fixed_ports else None, log_path=logs / "gateway.log"))
+    _say(f"gateway healthy on {gateway.url}; log {logs / 'gateway.log'}")
+    return server, gateway
+
+
+def _print_summary(report_dir: Path | None) -> None:
+    if report_dir is None or not (report_dir / "summary.json").is_file():
+        return
+    summary = json.loads((report_dir / "summary.json").read_text())
+    _say(f"run {summary['run_id']}: {summary['files']} files in {summary['duration_seconds']} s "
+         f"({summary['images_per_second']} images/s), model version(s) {summary['model_versions']}")
+    width = max((len(k) for k in summary["counts_by_category"]), default=8)
+    for category, count in sorted(summary["counts_by_category"].items()):
+        print(f"    {category:<{width}}  {count:>5}")
+    for status, count in sorted(summary["counts_by_status"].items()):
+        print(f"    status {status:<{width - 7}}  {count:>5}")
+    for name in ("report.csv", "summary.json", "report.html"):
+        _say(f"report: {report_dir / name}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the nightly job through a local stack (or, with ``--serve``, just serve).
+
+    Args:
+        argv: command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The process exit code (see the module docstring).
+    """
+    parser = argparse.ArgumentParser(prog="python -m batch.local", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--serve", action="store_true",
+                        help="serve in the foreground (gRPC 8500, REST 8501, gateway 8080) "
+                             "until Ctrl-C instead of running the job")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    logs = ROOT / "logs"
+    logs.mkdir(exist_ok=True)
+
+    if not _versions(ROOT / "models" / MODEL_NAME):
+        _say(f"no model version under models/{MODEL_NAME}/: run `make train export` first")
+        return EXIT_UNAVAILABLE
+
+    if args.serve:
+        with ExitStack() as stack:
+            _, gateway = _start_stack(stack, logs, fixed_ports=True)
+            _say(f"serving; try: curl -F image=@photo.jpg {gateway.url}/predict  (Ctrl-C stops)")
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                _say("stopping")
+        return 0
+
+    _command, settings = parse_settings(["run"], os.environ)
+    data_dir = default_data_dir()
+    try:
+        seeded = seed_incoming(settings.incoming, data_dir)
+    except FileNotFoundError:
+        _say(f"{settings.incoming}/ holds no image and there is no data set at {data_dir}.")
+        _say(f"Get it with: git clone {DATASET_REPO} && export FASHION_DATA_DIR=$PWD/"
+             "clothing-dataset-small   (or drop your own photos into data/incoming/)")
+        return EXIT_UNAVAILABLE
+    if seeded:
+        _say(f"{settings.incoming}/ was empty: copied the {seeded} test-split photos of "
+             f"{data_dir} there")
+
+    from batch.runner import run
+
+    with ExitStack() as stack:
+        _, gateway = _start_stack(stack, logs, fixed_ports=False)
+        _command, settings = parse_settings(["run", "--gateway", gateway.url], os.environ)
+        result = run(settings)
+        _say(result.message)
+        _print_summary(result.report_dir)
+        _say("stopping gateway and model server")
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,7 +61,8 @@ class BatchSettings:
         dry_run: classify and report, but move nothing and write no ledger state.
             Env ``FASHION_BATCH_DRY_RUN`` (``1``/``true``); default off.
         api_key: value of the gateway's ``X-API-Key`` header, if the gateway requires one.
-            Env ``FASHION_BATCH_API_KEY``; no flag default (keep secrets out of ``ps``).
+            Env ``FASHION_BATCH_API_KEY``, else the gateway's own ``GATEWAY_API_KEY`` (one
+            secret for both in docker-compose); prefer env to the flag (keeps it out of ``ps``).
         progress_every: seconds between progress log lines when stderr is not a terminal.
             Env ``FASHION_BATCH_PROGRESS_EVERY``; default 10.
     """
@@ -117,6 +118,7 @@ class BatchSettings:
 
 
 _ENV_PREFIX = "FASHION_BATCH_"
+_GATEWAY_KEY_ENV = "GATEWAY_API_KEY"
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -171,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", default=None, help="classify and report "
                      "what would happen; move nothing, keep no ledger state")
     run.add_argument("--api-key", help=f"X-API-Key for the gateway (prefer env {_ENV_PREFIX}"
-                     "API_KEY: flags are visible in the process list)")
+                     f"API_KEY or {_GATEWAY_KEY_ENV}: flags are visible in the process list)")
     run.add_argument("--progress-every", type=float, help="seconds between progress log lines "
                      f"without a terminal (default {d.progress_every:g})")
     return parser
@@ -224,6 +226,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> BatchSett
             values[name] = flag
         elif (raw := env.get(_ENV_PREFIX + name.upper())) not in (None, ""):
             values[name] = _coerce(name, raw, kind)
+        elif name == "api_key" and env.get(_GATEWAY_KEY_ENV):
+            values[name] = env[_GATEWAY_KEY_ENV]
     for name, kind in _FIELD_TYPES.items():
         if kind is Path and name in values:
             values[name] = Path(values[name])

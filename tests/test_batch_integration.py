@@ -211,6 +211,23 @@ def test_unreachable_gateway_exits_2_and_touches_nothing(dirs):
     assert not dirs["processed"].exists() and not dirs["quarantine"].exists()
 
 
+def test_api_key_required_by_the_gateway(stack, dirs):
+    server, _ = stack
+    place(photo("skirt", 0), dirs["incoming"] / "s.jpg")
+    env = {"SERVING_GRPC_ADDRESS": server.grpc_address, "GATEWAY_API_KEY": "s3cret"}
+    with GatewayProcess(env) as gateway:
+        refused = cli(dirs, gateway.url, env={"GATEWAY_API_KEY": "", "FASHION_BATCH_API_KEY": ""})
+        assert refused.returncode == 2, refused.stderr
+        assert "unauthorized" in refused.stderr
+        assert tree(dirs["incoming"]) == ["s.jpg"] and not dirs["processed"].exists()
+        accepted = cli(dirs, gateway.url, env={"FASHION_BATCH_API_KEY": "s3cret"})
+        assert accepted.returncode == 0, accepted.stderr
+        place(photo("skirt", 1), dirs["incoming"] / "t.jpg")  # the gateway's own variable
+        shared = cli(dirs, gateway.url, env={"GATEWAY_API_KEY": "s3cret"})
+        assert shared.returncode == 0, shared.stderr
+    assert tree(dirs["processed"]) == ["skirt/s.jpg", "skirt/t.jpg"]
+
+
 class _StopsGatewayClient(GatewayClient):
     """Stops the real gateway process just before its n-th /predict_batch request."""
 

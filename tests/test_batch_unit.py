@@ -169,6 +169,7 @@ def test_settings_flags_override_env_and_defaults(tmp_path):
     assert s.incoming == tmp_path and s.processed == Path.cwd() / "data/processed_batches"
     assert s.concurrency == 2 and s.gateway == "http://localhost:8080"
     assert "k1" not in repr(s)
+    assert parse_settings(["run"], {"GATEWAY_API_KEY": "shared"})[1].api_key == "shared"
 
 
 def test_settings_reject_bad_values(tmp_path):
@@ -458,6 +459,18 @@ def test_failed_move_stays_and_is_filed_later_without_resending(gateway, dirs):
     second = run(settings_for(dirs, gateway.url))
     assert second.exit_code == 0 and all_files(dirs["processed"]) == ["hat/hat__1.jpg"]
     assert gateway.images_seen == ["hat__1.jpg"]  # sent once, filed by the second run
+
+
+def test_a_second_concurrent_run_exits_2(gateway, dirs):
+    import fcntl
+
+    write(dirs["incoming"] / "hat__1.jpg", jpeg_bytes())
+    dirs["results"].mkdir()
+    with open(dirs["results"] / ".batch.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run(settings_for(dirs, gateway.url))
+    assert result.exit_code == 2 and "another batch run" in result.message
+    assert all_files(dirs["incoming"]) == ["hat__1.jpg"] and gateway.requests == 0
 
 
 def test_bad_configuration_exits_2(gateway, dirs):

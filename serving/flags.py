@@ -44,6 +44,8 @@ class Flags:
         tensorflow_inter_op_parallelism: TF inter-op threads; 0 = TensorFlow's default.
         grpc_max_threads: size of the gRPC handler thread pool.
         grpc_max_message_bytes: max send/receive message size in bytes.
+        bind_address: interface for both ports (not a TF Serving flag: it always binds all
+            interfaces, the default here too; tests use 127.0.0.1).
     """
 
     port: int = 8500
@@ -61,6 +63,7 @@ class Flags:
     tensorflow_inter_op_parallelism: int = 0
     grpc_max_threads: int = 16
     grpc_max_message_bytes: int = 64 * 1024 * 1024
+    bind_address: str = "0.0.0.0"
 
 
 def _parser() -> argparse.ArgumentParser:

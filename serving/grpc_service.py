@@ -51,15 +51,16 @@ class ModelService(protos.model_service_pb2_grpc.ModelServiceServicer):
         return _call(context, self._core.get_model_status, request)
 
 
-def build_server(core: ServingCore, port: int, max_workers: int,
-                 max_message_bytes: int) -> tuple[grpc.Server, int]:
-    """A started-ready (not started) gRPC server with both services.
+def build_server(core: ServingCore, port: int, max_workers: int, max_message_bytes: int,
+                 host: str = "0.0.0.0") -> tuple[grpc.Server, int]:
+    """A gRPC server with both services, bound but not started.
 
     Args:
         core: the data plane.
-        port: TCP port on all interfaces (0 = any free port).
+        port: TCP port (0 = any free port).
         max_workers: handler threads (also the number of calls that can wait in a batch).
         max_message_bytes: max send and receive message size, bytes.
+        host: interface to bind (TF Serving: all interfaces).
 
     Returns:
         (server, bound port).
@@ -78,7 +79,7 @@ def build_server(core: ServingCore, port: int, max_workers: int,
     protos.prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(core), server)
     protos.model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
-    bound = server.add_insecure_port(f"0.0.0.0:{port}")
+    bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise RuntimeError(f"cannot bind gRPC port {port}")
     return server, bound

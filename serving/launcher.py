@@ -103,7 +103,7 @@ class ModelServerProcess:
                 with the log's last lines).
         """
         command = [sys.executable, "-m", "serving", f"--port={self.port}",
-                   f"--rest_api_port={self.rest_port}", *self.args]
+                   f"--rest_api_port={self.rest_port}", "--bind_address=127.0.0.1", *self.args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         started = time.monotonic()

@@ -114,25 +114,25 @@ def run(argv: list[str] | None = None) -> int:
     from serving.metrics import Metrics
     from serving.rest import RestApp, RestServer
 
+    stop = threading.Event()  # set by SIGTERM/SIGINT, also during the first load
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
     metrics = Metrics()
     manager = ModelManager(batching=batching, warmup=flags.enable_model_warmup, metrics=metrics)
     manager.configure(models)
     manager.poll()
     core = ServingCore(manager, metrics)
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-
     max_workers = max(flags.grpc_max_threads,
                       2 * batching.max_batch_size if batching else 0)
     grpc_server, grpc_port = build_server(core, flags.port, max_workers,
-                                          flags.grpc_max_message_bytes)
+                                          flags.grpc_max_message_bytes, flags.bind_address)
     grpc_server.start()
-    log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", grpc_port)
+    log.info("Running gRPC ModelServer at %s:%d ...", flags.bind_address, grpc_port)
     rest = None
     if flags.rest_api_port:
-        rest = RestServer(RestApp(core, monitoring), flags.rest_api_port)
+        rest = RestServer(RestApp(core, monitoring), flags.rest_api_port, flags.bind_address)
         rest.start()
         log.info("Exporting HTTP/REST API at:localhost:%d ...", rest.port)
     poller = _Poller(manager, flags, models)

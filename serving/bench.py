@@ -4,9 +4,11 @@
 
 1. start ``python -m serving`` on the model (``ModelServerProcess``) and time spawn -> AVAILABLE;
 2. load the newest version in this process with ``tf.saved_model.load`` (the floor);
-3. at batch 1 and batch 32, alternate one in-process signature call and one gRPC Predict call
-   (same images, same output) so both see the same background load on a shared machine; report
-   median and p90 in milliseconds and the ratio server / in-process of the medians.
+3. at batch 1 and batch 32, alternate blocks of in-process signature calls and gRPC Predict calls
+   (same images, same outputs) so both see the same background load on a shared machine; report
+   median and p90 in milliseconds and the ratio server / in-process of the medians. Blocks, not
+   single calls: TensorFlow's thread pool keeps spinning for a moment after a call, and that
+   would steal the cores from the other process's next call.
 
 The in-process call includes ``tf.constant`` on the input and ``.numpy()`` on the outputs, the
 conversions a caller pays anyway; the gRPC call includes encoding the request and decoding the
@@ -29,6 +31,9 @@ import numpy as np
 from serving.launcher import ModelServerProcess
 from serving.versions import versions_on_disk
 from serving_api import protos, tensors
+
+BLOCK = 5
+"""Timed calls per block before switching between in-process and gRPC."""
 
 
 def _summary(samples: list[float]) -> dict[str, float]:
@@ -88,14 +93,15 @@ def measure(base_path: str, model_name: str, repeats: int, log_path: str) -> dic
             for _ in range(3):  # warm both paths
                 local(batch)
                 remote(batch)
-            in_process, over_grpc = [], []
-            for _ in range(count):
-                start = time.perf_counter()
-                local(batch)
-                in_process.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                remote(batch)
-                over_grpc.append(time.perf_counter() - start)
+            in_process: list[float] = []
+            over_grpc: list[float] = []
+            while len(in_process) < count:
+                for run, samples in ((local, in_process), (remote, over_grpc)):
+                    run(batch)  # untimed: lets the other process's pool go idle
+                    for _ in range(BLOCK):
+                        start = time.perf_counter()
+                        run(batch)
+                        samples.append(time.perf_counter() - start)
             local_summary, grpc_summary = _summary(in_process), _summary(over_grpc)
             report[f"batch{size}"] = {
                 "in_process": local_summary,

@@ -125,11 +125,11 @@ def test_dockerfile_runs_tf_serving_with_the_configs():
     text = (ROOT / "Dockerfile.serving").read_text()
     assert re.search(r"^FROM tensorflow/serving:2\.20\.0$", text, re.M)
     for flag in ("--port=8500", "--rest_api_port=8501",
-                 "--model_config_file=/etc/tf_serving/models.config",
+                 "--model_config_file=/etc/serving/models.config",
                  "--model_config_file_poll_wait_seconds=60", "--enable_model_warmup=true",
                  "--enable_batching=true",
-                 "--batching_parameters_file=/etc/tf_serving/batching.config",
-                 "--monitoring_config_file=/etc/tf_serving/monitoring.config"):
+                 "--batching_parameters_file=/etc/serving/batching.config",
+                 "--monitoring_config_file=/etc/serving/monitoring.config"):
         assert f'"{flag}"' in text, flag
     assert "--file_system_poll_wait_seconds=" in text
     assert "HEALTHCHECK" in text

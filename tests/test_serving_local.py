@@ -6,6 +6,7 @@ server-side batching and graceful SIGTERM.
 
 from __future__ import annotations
 
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -109,3 +110,12 @@ def test_sigterm_finishes_the_call_in_flight_then_exits_0(batching_server):
                                tiny_models.expected(images, 2), atol=2e-6)
     assert batching_server.process.wait(timeout=60) == 0
     channel.close()
+
+
+@pytest.mark.parametrize(("model", "code"), [("fashion", 0), ("nope", 1)])
+def test_container_health_check_script_against_the_rest_api(tiny_server, model, code):
+    script = ROOT / "serving" / "healthcheck.sh"
+    port = tiny_server.rest_url.rsplit(":", 1)[1]
+    result = subprocess.run(["bash", str(script), model, port], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == code, result.stderr

@@ -41,6 +41,10 @@ class ServingError(Exception):
         return HTTP_STATUS.get(self.code, 500)
 
 
+class LoadError(RuntimeError):
+    """A version folder that is not a loadable SavedModel (missing files, corrupt, bad warm-up)."""
+
+
 def invalid_argument(message: str) -> ServingError:
     """Shorthand for an ``INVALID_ARGUMENT`` error."""
     return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)

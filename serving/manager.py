@@ -18,14 +18,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from serving.batching import Batcher
 from serving.config import BatchingOptions, ModelConfig
-from serving.errors import invalid_argument, not_found
+from serving.errors import LoadError, invalid_argument, not_found
 from serving.metrics import Metrics
-from serving.servable import LoadError, Servable
 from serving.versions import aspired_versions, versions_on_disk
 from serving_api import protos
+
+if TYPE_CHECKING:
+    from serving.servable import Servable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,12 @@ class _Model:
     versions: dict[int, _Version] = field(default_factory=dict)
 
 
+def _load_servable(name: str, version: int, path: str) -> Servable:
+    from serving.servable import Servable  # TensorFlow is imported only when a model loads
+
+    return Servable(name, version, path)
+
+
 def folder_fingerprint(path: str) -> tuple:
     """Relative path, size and mtime of every file under a folder: changes when a copy moves on."""
     items = []
@@ -93,15 +102,18 @@ class ModelManager:
         batching: batching options, or None for unbatched calls.
         warmup: replay each version's warm-up requests before it becomes AVAILABLE.
         metrics: where load outcomes and batch sizes are counted.
+        retry_backoff_seconds: wait before the first retry of an unchanged folder that failed;
+            doubled per further failure, capped at ``MAX_RETRY_BACKOFF_SECONDS``.
     """
 
-    def __init__(self, loader: Callable[[str, int, str], Servable] = Servable,
+    def __init__(self, loader: Callable[[str, int, str], Servable] | None = None,
                  batching: BatchingOptions | None = None, warmup: bool = True,
-                 metrics: Metrics | None = None) -> None:
-        self._loader = loader
+                 metrics: Metrics | None = None, retry_backoff_seconds: float = 2.0) -> None:
+        self._loader = loader or _load_servable
         self._batching = batching
         self._warmup = warmup
         self._metrics = metrics or Metrics()
+        self._backoff = retry_backoff_seconds
         self._models: dict[str, _Model] = {}
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
@@ -184,7 +196,7 @@ class ModelManager:
                 version.failures += 1
                 version.fingerprint = fingerprint
                 version.retry_at = time.monotonic() + min(
-                    2.0 ** version.failures, MAX_RETRY_BACKOFF_SECONDS)
+                    self._backoff * 2 ** (version.failures - 1), MAX_RETRY_BACKOFF_SECONDS)
             self._metrics.loads.labels(name, "failed").inc()
             log.error("Loading servable: {name: %s version: %d} failed: %s", name, number, exc)
             return

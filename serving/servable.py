@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from serving.calls import PreparedCall
-from serving.errors import ServingError, invalid_argument
+from serving.errors import LoadError, ServingError, invalid_argument
 from serving_api import protos, tensors
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,6 @@ DEFAULT_SIGNATURE = "serving_default"
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 """TF Serving's warm-up file, relative to the version folder (TFRecord of ``PredictionLog``)."""
-
-
-class LoadError(RuntimeError):
-    """A version folder that is not a loadable SavedModel (missing files, corrupt, bad warm-up)."""
 
 
 def _read_signature_defs(path: str) -> dict:

@@ -372,6 +372,34 @@ def test_rest_predict_row_format(target):
                                tiny_models.expected(images, 2), atol=1e-6)
 
 
+def _rest_post(target: Target, path: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(target.rest_url + path, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_rest_predict_errors(target):
+    images = json.dumps({"instances": tiny_models.images(1).tolist()}).encode()
+    code, body = _rest_post(target, "/v1/models/nope:predict", images)
+    assert code == 404 and "nope" in body["error"]
+    code, body = _rest_post(target, "/v1/models/fashion:predict", b"{not json")
+    assert code == 400 and body["error"]
+    code, body = _rest_post(target, "/v1/models/fashion:predict", b'{"instances": [[1, 2]]}')
+    assert code == 400 and body["error"]
+
+
+def test_rest_metadata(target):
+    code, body = rest_get(target, "/v1/models/fashion/metadata")
+    assert code == 200
+    assert body["model_spec"]["name"] == "fashion" and body["model_spec"]["version"] == "2"
+    signature = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["inputs"]["images"]["dtype"] == "DT_UINT8"
+    assert signature["outputs"]["classes"]["dtype"] == "DT_STRING"
+
+
 # ------------------------------------------------------------------------------------- lifecycle
 # These run in file order on model `swap`: publish v2 under load, a half-written v3, roll back.
 def _served_version(target: Target) -> int:

@@ -189,7 +189,9 @@ class ModelManager:
             if self._warmup and hasattr(servable, "warm_up"):
                 replayed = servable.warm_up()
                 log.info("Warm-up of %s version %d: %d requests", name, number, replayed)
-        except LoadError as exc:
+        except Exception as exc:  # LoadError, or anything a broken folder makes TF raise
+            if not isinstance(exc, LoadError):
+                exc = LoadError(f"{type(exc).__name__}: {exc}")
             with self._lock:
                 version.state = State.END
                 version.error = str(exc)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import grpc
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import saved_model_pb2
 
 from serving.calls import PreparedCall
@@ -34,7 +35,7 @@ def _read_signature_defs(path: str) -> dict:
     try:
         with open(pb_path, "rb") as handle:
             model = saved_model_pb2.SavedModel.FromString(handle.read())
-    except (OSError, ValueError) as exc:
+    except (OSError, DecodeError) as exc:
         raise LoadError(f"cannot read {pb_path}: {exc}") from exc
     for meta_graph in model.meta_graphs:
         if "serve" in meta_graph.meta_info_def.tags:

@@ -480,6 +480,18 @@ def test_rollback_by_pinning_a_version_in_the_config(target):
         write_config(target.models_dir, target.server_dir)
 
 
+def test_corrupt_version_is_never_served_and_the_current_one_keeps_serving(target):
+    wait_for(lambda: _served_version(target) == 3, what="version 3 back after the rollback test")
+    folder = target.models_dir / "swap" / ".staging-9"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(np.random.default_rng(0).bytes(4096))
+    (folder / "variables").mkdir()
+    os.rename(folder, target.models_dir / "swap" / "9")
+    wait_for(lambda: status(target, "swap").get(9, (0, ""))[1], what="a failed load of v9")
+    assert status(target, "swap")[9][0] != AVAILABLE
+    assert _served_version(target) == 3
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "prepare":
         folder = Path(sys.argv[2]).resolve()

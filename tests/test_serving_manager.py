@@ -29,6 +29,8 @@ class FakeLoader:
         self.attempts.append(version)
         if (Path(path) / "BROKEN").exists():
             raise LoadError(f"version {version} is broken")
+        if (Path(path) / "CRASH").exists():
+            raise KeyError("an unexpected error type")
         return FakeServable(name, version, path)
 
 
@@ -136,3 +138,14 @@ def test_deleted_version_folder_is_unloaded(setup):
     manager.poll()
     assert manager.handle("m").servable.version == 1
     assert manager.status("m", 2) == [(2, State.END, "")]
+
+
+def test_an_unexpected_loader_error_is_a_failed_load_not_a_stuck_version(setup):
+    base, _loader, manager = setup
+    _publish(base, 1)
+    folder = _publish(base, 2)
+    (folder / "CRASH").write_text("x")
+    manager.configure([ModelConfig("m", str(base), VersionPolicy("all"))])
+    manager.poll()
+    assert manager.status("m") == [(2, State.END, "KeyError: 'an unexpected error type'"),
+                                   (1, State.AVAILABLE, "")]

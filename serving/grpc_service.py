@@ -35,9 +35,11 @@ class PredictionService(protos.prediction_service_pb2_grpc.PredictionServiceServ
         self._core = core
 
     def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+        """``PredictRequest`` -> ``PredictResponse``; see ``ServingCore.predict``."""
         return _call(context, self._core.predict, request)
 
     def GetModelMetadata(self, request, context):  # noqa: N802
+        """See ``ServingCore.get_model_metadata``."""
         return _call(context, self._core.get_model_metadata, request)
 
 
@@ -48,6 +50,7 @@ class ModelService(protos.model_service_pb2_grpc.ModelServiceServicer):
         self._core = core
 
     def GetModelStatus(self, request, context):  # noqa: N802
+        """See ``ServingCore.get_model_status``."""
         return _call(context, self._core.get_model_status, request)
 
 

@@ -70,7 +70,8 @@ def measure(base_path: str, model_name: str, repeats: int, log_path: str) -> dic
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, size=(32, height, width, 3), dtype=np.uint8)
         options = [("grpc.max_send_message_length", 64 << 20),
-                   ("grpc.max_receive_message_length", 64 << 20)]
+                   ("grpc.max_receive_message_length", 64 << 20),
+                   ("grpc.http2.max_frame_size", 16777215)]
         channel = grpc.insecure_channel(server.grpc_address, options=options)
         stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
 

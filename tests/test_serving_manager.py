@@ -149,3 +149,29 @@ def test_an_unexpected_loader_error_is_a_failed_load_not_a_stuck_version(setup):
     manager.poll()
     assert manager.status("m") == [(2, State.END, "KeyError: 'an unexpected error type'"),
                                    (1, State.AVAILABLE, "")]
+
+
+def test_status_is_loading_while_a_version_loads(tmp_path):
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow_loader(name: str, version: int, path: str) -> FakeServable:
+        started.set()
+        assert release.wait(timeout=30)
+        return FakeServable(name, version, path)
+
+    base = tmp_path / "m"
+    _publish(base, 1)
+    manager = ModelManager(loader=slow_loader, warmup=False)
+    manager.configure([ModelConfig("m", str(base))])
+    poller = threading.Thread(target=manager.poll)
+    poller.start()
+    assert started.wait(timeout=30)
+    assert manager.status("m") == [(1, State.LOADING, "")]
+    with pytest.raises(ServingError) as exc:
+        manager.handle("m")
+    assert exc.value.code == grpc.StatusCode.NOT_FOUND
+    release.set()
+    poller.join(timeout=30)
+    assert manager.status("m") == [(1, State.AVAILABLE, "")]

@@ -4,6 +4,7 @@ versions load, when old ones unload, how failed loads are retried, and how reque
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import grpc
@@ -152,8 +153,6 @@ def test_an_unexpected_loader_error_is_a_failed_load_not_a_stuck_version(setup):
 
 
 def test_status_is_loading_while_a_version_loads(tmp_path):
-    import threading
-
     started, release = threading.Event(), threading.Event()
 
     def slow_loader(name: str, version: int, path: str) -> FakeServable:

@@ -130,7 +130,22 @@ def load_model_server_config(path: str | os.PathLike[str]) -> list[ModelConfig]:
         ConfigError: unreadable file, text-format error, ``custom_model_config``, a platform other
             than ``tensorflow``, duplicate or empty names, or a bad version policy.
     """
-    proto = _read(path, model_server_config_pb2.ModelServerConfig())
+    return models_from_proto(_read(path, model_server_config_pb2.ModelServerConfig()), str(path))
+
+
+def models_from_proto(proto, path: str = "config") -> list[ModelConfig]:
+    """The models of a ``ModelServerConfig`` message (file or ``HandleReloadConfigRequest``).
+
+    Args:
+        proto: the message.
+        path: where it came from, for error messages.
+
+    Returns:
+        One :class:`ModelConfig` per ``config`` entry (base paths made absolute).
+
+    Raises:
+        ConfigError: see :func:`load_model_server_config`.
+    """
     if proto.WhichOneof("config") == "custom_model_config":
         raise ConfigError(f"{path}: custom_model_config is not supported")
     models: list[ModelConfig] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from serving.config import ConfigError, models_from_proto
 from serving.errors import ServingError, invalid_argument
 from serving.manager import ModelManager
 from serving.metrics import Metrics
@@ -162,4 +163,31 @@ class ServingCore:
             if error:
                 entry.status.error_code = 2  # tensorflow.error.Code UNKNOWN
                 entry.status.error_message = error
+        return response
+
+    def reload_config(self, request):
+        """``ModelService.HandleReloadConfigRequest``: replace the served models.
+
+        Like TF Serving, returns once the new config's versions have had their first load
+        attempt. A later change of ``--model_config_file`` replaces this config again.
+
+        Args:
+            request: ``ReloadConfigRequest`` with a ``ModelServerConfig``.
+
+        Returns:
+            ``ReloadConfigResponse`` with ``status.error_code`` OK.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT for a config the server cannot serve.
+        """
+        from tensorflow_serving.apis import model_management_pb2
+
+        try:
+            models = models_from_proto(request.config, "ReloadConfigRequest.config")
+        except ConfigError as exc:
+            raise invalid_argument(str(exc)) from exc
+        self.manager.configure(models)
+        self.manager.poll()
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.SetInParent()
         return response

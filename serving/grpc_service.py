@@ -44,10 +44,14 @@ class PredictionService(protos.prediction_service_pb2_grpc.PredictionServiceServ
 
 
 class ModelService(protos.model_service_pb2_grpc.ModelServiceServicer):
-    """GetModelStatus; HandleReloadConfigRequest stays UNIMPLEMENTED (edit the config file)."""
+    """GetModelStatus and HandleReloadConfigRequest."""
 
     def __init__(self, core: ServingCore) -> None:
         self._core = core
+
+    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        """See ``ServingCore.reload_config``."""
+        return _call(context, self._core.reload_config, request)
 
     def GetModelStatus(self, request, context):  # noqa: N802
         """See ``ServingCore.get_model_status``."""

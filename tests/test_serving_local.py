@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import text_format
 from prometheus_client.parser import text_string_to_metric_families
 from support import tiny_models
 
@@ -119,3 +120,40 @@ def test_container_health_check_script_against_the_rest_api(tiny_server, model, 
     result = subprocess.run(["bash", str(script), model, port], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == code, result.stderr
+
+
+def test_reload_config_rpc_replaces_the_served_models(tiny_server, tiny_model_base):
+    # Its dependencies are already loaded by serving_api.protos, so this stays runtime-free.
+    from tensorflow_serving.apis import model_management_pb2
+
+    channel = grpc.insecure_channel(tiny_server.grpc_address)
+    models = protos.model_service_pb2_grpc.ModelServiceStub(channel)
+    stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def reload(*entries: str) -> int:
+        request = model_management_pb2.ReloadConfigRequest()
+        for entry in entries:
+            config = request.config.model_config_list.config.add()
+            text_format.Parse(entry, config)
+        return models.HandleReloadConfigRequest(request, timeout=60).status.error_code
+
+    fashion = f'name: "fashion" base_path: "{tiny_model_base}"'
+    pinned = (f'name: "pinned" base_path: "{tiny_model_base}" '
+              "model_version_policy { specific { versions: 1 } }")
+    try:
+        assert reload(fashion, pinned) == 0
+        images = tiny_models.images(2, seed=8)
+        response = stub.Predict(_predict_request(images, model="pinned"), timeout=10)
+        assert response.model_spec.version.value == 1
+        np.testing.assert_allclose(tensors.to_ndarray(response.outputs["probabilities"]),
+                                   tiny_models.expected(images, 1), atol=2e-6)
+        with pytest.raises(grpc.RpcError) as exc:
+            reload('name: "bad" base_path: "/x" model_platform: "onnx"')
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        assert reload(fashion) == 0
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.Predict(_predict_request(images, model="pinned"), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    channel.close()
+    assert not protos.runtime_loaded()  # this test process never loaded TensorFlow

@@ -92,6 +92,10 @@ class SplitConfig:
 class TrainConfig:
     """Hyperparameters of the two-phase MobileNetV2 transfer-learning run.
 
+    The defaults are the release model's, chosen on the validation split (best validation loss
+    of five runs on clothing-dataset-small): 100 top layers fine-tuned at 2e-4, dropout 0.3,
+    zoom 0.25. Input 288 scored lower on validation than 224, so 224 stays.
+
     Attributes:
         alpha: MobileNetV2 width multiplier (must match the weights file).
         input_size: square model input side in pixels; images are decoded to this size.
@@ -119,11 +123,11 @@ class TrainConfig:
     finetune_epochs: int = 20
     batch_size: int = 32
     head_learning_rate: float = 1e-3
-    finetune_learning_rate: float = 1e-4
-    finetune_layers: int = 40
-    dropout: float = 0.2
+    finetune_learning_rate: float = 2e-4
+    finetune_layers: int = 100
+    dropout: float = 0.3
     label_smoothing: float = 0.1
-    zoom: float = 0.15
+    zoom: float = 0.25
     translate: float = 0.1
     patience: int = 4
     class_weights: bool = True

@@ -1,0 +1,62 @@
+"""``python -m serving`` on the committed release model ``models/fashion`` (real photos in).
+
+The exact command operators use: ``python -m serving --port P --rest_api_port R --model_name
+fashion --model_base_path models/fashion`` (run from the repository root).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+import preprocessing
+from serving.launcher import ModelServerProcess
+from serving_api import protos, tensors
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEASE = ROOT / "models" / "fashion"
+
+
+def _predict_request(images: np.ndarray):
+    request = protos.predict_pb2.PredictRequest()
+    request.model_spec.name = "fashion"
+    request.inputs["images"].CopyFrom(tensors.to_tensor_proto(images))
+    return request
+
+
+def _release_labels() -> list[str]:
+    return (RELEASE / "1" / "assets.extra" / "labels.txt").read_text().split()
+
+
+def test_release_model_is_served_with_its_labels(tmp_path):
+    assert (RELEASE / "1" / "saved_model.pb").exists(), \
+        "the release model models/fashion/1 is not committed yet (make export)"
+    data_dir = Path(os.environ.get(
+        "FASHION_DATA_DIR", ROOT.parent / "shared" / "data" / "clothing-dataset-small"))
+    labels = _release_labels()
+    assert len(labels) == 10
+    # One real test photo per class.
+    photos = [sorted((data_dir / "test" / label).glob("*.jpg"))[0] for label in labels]
+    images = np.stack([preprocessing.decode(p.read_bytes(), (224, 224)) for p in photos])
+    args = ["--model_name", "fashion", "--model_base_path", "models/fashion"]
+    with ModelServerProcess(args, rest=True, log_path=tmp_path / "server.log") as server:
+        with urllib.request.urlopen(server.rest_url + "/v1/models/fashion", timeout=10) as r:
+            status = json.loads(r.read())["model_version_status"]
+        channel = grpc.insecure_channel(server.grpc_address)
+        stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(_predict_request(images), timeout=60)
+        channel.close()
+    assert [s["state"] for s in status] == ["AVAILABLE"]
+    probabilities = tensors.to_ndarray(response.outputs["probabilities"])
+    classes = tensors.to_ndarray(response.outputs["classes"])
+    assert probabilities.shape == (10, 10) and classes.shape == (10, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), np.ones(10), atol=1e-5)
+    assert [[c.decode() for c in row] for row in classes] == [labels] * 10
+    predicted = [labels[i] for i in probabilities.argmax(axis=1)]
+    correct = sum(p == t for p, t in zip(predicted, labels, strict=True))
+    assert correct >= 5, f"only {correct}/10 real photos classified right: {predicted}"

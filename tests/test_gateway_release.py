@@ -1,0 +1,89 @@
+"""The gateway with the committed release model (models/fashion/1) on real photos.
+
+The photos are from ../shared's test split, one per class, chosen because release version 1
+classifies them correctly (with confidence 0.91 to 0.99); requests pin ``version=1`` so a later
+release does not change what is checked. Through this gateway, version 1 labels 337 of the 372
+test photos correctly (0.906).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from serving.launcher import ModelServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_BASE = ROOT / "models" / "fashion"
+DATA = Path(os.environ.get("FASHION_DATA_DIR",
+                           ROOT.parent / "shared" / "data" / "clothing-dataset-small"))
+PHOTOS = {  # true label: test-split file the release model gets right
+    "dress": "28b09463-6bbb-491d-9ffc-f36df5c6b211.jpg",
+    "hat": "2a12baab-f020-42e3-8e6b-5d82e3ed0b55.jpg",
+    "longsleeve": "675319cc-b2f9-4b92-a126-472d4bcefdee.jpg",
+    "outwear": "8a17d01f-80f9-4e88-ad35-51d09dbb5b3c.jpg",
+    "pants": "f622318b-beb2-4f69-a99d-d8fbce6c2600.jpg",
+    "shirt": "adab8f60-032a-4c67-94fc-4d2902a27501.jpg",
+    "shoes": "8648344c-5acb-4f5d-93a1-7e89489489bf.jpg",
+    "shorts": "78d2c5d2-b19d-422a-aff0-a6eb78291b4f.jpg",
+    "skirt": "2001dec1-1e0a-4c11-9d15-120b019b3dea.jpg",
+    "t-shirt": "687dd295-0b3d-4fce-aefe-1e72aaf0e687.jpg",
+}
+PINNED = {"version": 1}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    log = tmp_path_factory.mktemp("release") / "serving.log"
+    with ModelServerProcess(["--model_name=fashion", f"--model_base_path={MODEL_BASE}"],
+                            log_path=log) as server:
+        yield create_app(Settings.from_env({}, grpc_address=server.grpc_address)).test_client()
+
+
+def _photo(label: str) -> bytes:
+    return (DATA / "test" / label / PHOTOS[label]).read_bytes()
+
+
+@pytest.mark.parametrize("label", sorted(PHOTOS))
+def test_real_photo_gets_its_true_label(client, label):
+    response = client.post("/predict", data=_photo(label), content_type="image/jpeg",
+                           query_string={**PINNED, "top_k": 10})
+    assert response.status_code == 200
+    assert response.json["model"] == {"name": "fashion", "version": 1}
+    prediction = response.json["prediction"]
+    assert prediction["label"] == label
+    assert prediction["confidence"] > 0.9
+    probabilities = [t["probability"] for t in prediction["top_k"]]
+    assert len(probabilities) == 10
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_batch_of_real_photos_keeps_order_and_filenames(client):
+    labels = sorted(PHOTOS)
+    files = [(io.BytesIO(_photo(label)), PHOTOS[label]) for label in labels]
+    files.insert(3, (io.BytesIO(_photo("hat")[:5000]), "truncated.jpg"))
+    response = client.post("/predict_batch", data={"images": files},
+                           content_type="multipart/form-data", query_string=PINNED)
+    assert response.status_code == 200
+    items = response.json["predictions"]
+    assert [i["filename"] for i in items] == [f[1] for f in files]
+    assert items[3]["error"]["code"] == "corrupt_image"
+    assert [i["label"] for i in items if "error" not in i] == labels
+
+
+def test_classes_and_input_come_from_the_release_version(client):
+    labels = (MODEL_BASE / "1" / "assets.extra" / "labels.txt").read_text().split()
+    assert labels == ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes",
+                      "shorts", "skirt", "t-shirt"]
+    assert client.get("/classes", query_string=PINNED).json == {
+        "model": {"name": "fashion", "version": 1}, "classes": labels}
+    info = client.get("/").json
+    assert info["model"]["input"] == {"name": "images", "dtype": "DT_UINT8",
+                                      "shape": [-1, 224, 224, 3]}
+    assert info["model"]["num_classes"] == 10

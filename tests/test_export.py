@@ -99,12 +99,15 @@ def published(source, tmp_path_factory):
     stop = threading.Event()
 
     def watch() -> None:
-        while not stop.is_set():
+        while True:
+            finished = stop.is_set()  # one more listing after the export returned
             for name in os.listdir(base):
                 if name.isdigit() and name not in seen:
                     seen[name] = _complete(base / name)
                 elif name.startswith(".staging-1-"):
                     staging_seen.add(name)
+            if finished:
+                return
             stop.wait(0.002)
 
     records: list[logging.LogRecord] = []

@@ -41,10 +41,10 @@ export: install
 	$(BIN)/python -m export --model artifacts/model.keras --base-path models/fashion
 
 run: install
-	$(BIN)/python -m batch.run_local
+	$(BIN)/python -m batch.local
 
 serve: install
-	$(BIN)/python -m batch.run_local --serve
+	$(BIN)/python -m batch.local --serve
 
 bench: install
 	$(BIN)/python -m bench

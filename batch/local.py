@@ -110,11 +110,10 @@ def _print_summary(report_dir: Path | None) -> None:
     summary = json.loads((report_dir / "summary.json").read_text())
     _say(f"run {summary['run_id']}: {summary['files']} files in {summary['duration_seconds']} s "
          f"({summary['images_per_second']} images/s), model version(s) {summary['model_versions']}")
-    width = max((len(k) for k in summary["counts_by_category"]), default=8)
-    for category, count in sorted(summary["counts_by_category"].items()):
-        print(f"    {category:<{width}}  {count:>5}")
-    for status, count in sorted(summary["counts_by_status"].items()):
-        print(f"    status {status:<{width - 7}}  {count:>5}")
+    print("    per category:  " + ", ".join(
+        f"{k} {v}" for k, v in sorted(summary["counts_by_category"].items())))
+    print("    per status:    " + ", ".join(
+        f"{k} {v}" for k, v in sorted(summary["counts_by_status"].items())))
     for name in ("report.csv", "summary.json", "report.html"):
         _say(f"report: {report_dir / name}")
 

@@ -47,6 +47,7 @@ class GatewayProcess:
             (a gateway whose serving is down answers 503).
         timeout: seconds to wait for start-up.
         log_path: file receiving the child's stdout and stderr; discarded if None.
+        port: TCP port to listen on; None picks a free one.
 
     Attributes:
         url: ``http://127.0.0.1:<port>`` once started.
@@ -55,7 +56,7 @@ class GatewayProcess:
 
     def __init__(self, env: Mapping[str, str] | None = None, *, server: str = "dev",
                  require_healthy: bool = True, timeout: float = 60.0,
-                 log_path: str | os.PathLike | None = None) -> None:
+                 log_path: str | os.PathLike | None = None, port: int | None = None) -> None:
         if server not in ("dev", "gunicorn"):
             raise ValueError(f"server must be 'dev' or 'gunicorn', got {server!r}")
         self._env = dict(env or {})
@@ -64,6 +65,7 @@ class GatewayProcess:
         self._timeout = timeout
         self._log_path = log_path
         self._process: subprocess.Popen | None = None
+        self._fixed_port = port
         self.port = 0
         self.url = ""
 
@@ -82,7 +84,7 @@ class GatewayProcess:
         Raises:
             RuntimeError: the child exited or did not become ready within ``timeout``.
         """
-        self.port = free_port()
+        self.port = self._fixed_port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, **self._env, "PYTHONUNBUFFERED": "1"}
         output = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115

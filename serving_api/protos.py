@@ -61,6 +61,7 @@ _MODULES = {
     "prediction_service_pb2_grpc": "tensorflow_serving.apis.prediction_service_pb2_grpc",
     "model_service_pb2_grpc": "tensorflow_serving.apis.model_service_pb2_grpc",
     "model_server_config_pb2": "tensorflow_serving.config.model_server_config_pb2",
+    "model_management_pb2": "tensorflow_serving.apis.model_management_pb2",
 }
 
 _import_messages_without_runtime()
@@ -77,6 +78,7 @@ prediction_log_pb2 = importlib.import_module(_MODULES["prediction_log_pb2"])
 prediction_service_pb2_grpc = importlib.import_module(_MODULES["prediction_service_pb2_grpc"])
 model_service_pb2_grpc = importlib.import_module(_MODULES["model_service_pb2_grpc"])
 model_server_config_pb2 = importlib.import_module(_MODULES["model_server_config_pb2"])
+model_management_pb2 = importlib.import_module(_MODULES["model_management_pb2"])
 
 RUNTIME_MODULES = ("tensorflow.python", "tensorflow.python.pywrap_tensorflow", "keras")
 """Modules whose presence in ``sys.modules`` means the TensorFlow runtime was loaded."""

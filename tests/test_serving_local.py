@@ -123,15 +123,12 @@ def test_container_health_check_script_against_the_rest_api(tiny_server, model, 
 
 
 def test_reload_config_rpc_replaces_the_served_models(tiny_server, tiny_model_base):
-    # Its dependencies are already loaded by serving_api.protos, so this stays runtime-free.
-    from tensorflow_serving.apis import model_management_pb2
-
     channel = grpc.insecure_channel(tiny_server.grpc_address)
     models = protos.model_service_pb2_grpc.ModelServiceStub(channel)
     stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
     def reload(*entries: str) -> int:
-        request = model_management_pb2.ReloadConfigRequest()
+        request = protos.model_management_pb2.ReloadConfigRequest()
         for entry in entries:
             config = request.config.model_config_list.config.add()
             text_format.Parse(entry, config)

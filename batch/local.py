@@ -52,7 +52,9 @@ def default_data_dir() -> Path:
 def seed_incoming(incoming: Path, data_dir: Path) -> int:
     """Copy the data set's ``test/`` split into ``incoming`` (``<class>/<file>``), if it is empty.
 
-    Files are copied under a temporary name and renamed, so the job never sees a half-copied photo.
+    Files are copied under a hidden temporary name and renamed, so the job never sees a half-copied
+    photo; modification times are kept (``shutil.copy2``), so the job does not take the fresh
+    copies for files still being written.
 
     Args:
         incoming: the job's incoming folder.
@@ -74,7 +76,7 @@ def seed_incoming(incoming: Path, data_dir: Path) -> int:
         target = incoming / source.relative_to(test_split)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.part")
-        shutil.copyfile(source, partial)
+        shutil.copy2(source, partial)
         os.replace(partial, target)
         copied += 1
     return copied

@@ -100,10 +100,15 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
         raise EmptyImageError("the file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above Image.MAX_IMAGE_PIXELS (~89 MP); ``max_pixels`` below is the
+            # limit that counts, so a caller may set it higher. Pillow's hard error (~179 MP)
+            # stays a ceiling.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(f"image declares too many pixels: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(
+            f"image declares more pixels than Pillow's hard limit of {2 * Image.MAX_IMAGE_PIXELS}"
+        ) from exc
     except UnidentifiedImageError as exc:
         fmt = _sniff_unreadable(data)
         if fmt:

@@ -229,6 +229,16 @@ def test_over_default_limit_below_pillow_bomb_limit_is_refused():
         preprocessing.decode(png_header_only(7000, 7000), (32, 32))
 
 
+def test_max_pixels_above_pillow_warning_threshold_is_honoured():
+    # 10000 x 9500 = 95 MP: above Pillow's 89 MP warning, below its 179 MP hard error.
+    header = png_header_only(10_000, 9_500)
+    assert preprocessing.open_image(header, max_pixels=100_000_000).size == (10_000, 9_500)
+    with pytest.raises(ImageTooLargeError, match="95000000 pixels, over the limit of 40000000"):
+        preprocessing.open_image(header)
+    with pytest.raises(ImageTooLargeError, match="hard limit"):
+        preprocessing.open_image(png_header_only(20_000, 20_000), max_pixels=10**9)
+
+
 def test_max_pixels_argument_applies():
     data = encode(solid(RED, size=(20, 10)), "PNG")
     with pytest.raises(ImageTooLargeError):

@@ -87,6 +87,18 @@ def _versions(base: Path) -> list[int]:
         if base.is_dir() else []
 
 
+SERVER_FLAGS = ("--tensorflow_intra_op_parallelism=1",)
+"""Model-server flags of the local stack. On a 2-core host shared with the gateway, one TF thread
+per model call leaves the other core to image decoding: measured here, the nightly job went from
+180 to 203 images/s and ``/predict`` p50 from 14.7 to 12.2 ms (TF's idle intra-op threads spin on
+both cores otherwise). Parallel calls still use both cores (one gRPC thread each)."""
+
+
+def server_args(base: Path) -> list[str]:
+    """The local model server's command line for the model at ``base`` (make run, serve, bench)."""
+    return ["--model_name", MODEL_NAME, "--model_base_path", str(base), *SERVER_FLAGS]
+
+
 def _start_stack(stack: ExitStack, logs: Path, *, fixed_ports: bool):
     from gateway.launcher import GatewayProcess
     from serving.launcher import ModelServerProcess
@@ -94,7 +106,7 @@ def _start_stack(stack: ExitStack, logs: Path, *, fixed_ports: bool):
     base = ROOT / "models" / MODEL_NAME
     started = time.monotonic()
     server = stack.enter_context(ModelServerProcess(
-        ["--model_name", MODEL_NAME, "--model_base_path", str(base)],
+        server_args(base),
         port=8500 if fixed_ports else None, rest=True, rest_port=8501 if fixed_ports else None,
         log_path=logs / "serving.log"))
     _say(f"model server ready on {server.grpc_address} (REST {server.rest_url}) in "

@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/latest.json")
     args = parser.parse_args(argv)
 
+    from batch.local import server_args
     from gateway.launcher import GatewayProcess
     from serving.launcher import ModelServerProcess
 
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         logs = Path(tmp) / "logs"
         logs.mkdir()
         server = stack.enter_context(ModelServerProcess(
-            ["--model_name", MODEL, "--model_base_path", str(args.model_base_path)],
+            server_args(args.model_base_path),
             log_path=logs / "serving.log"))
         stages["serving_start_to_available_s"] = round(server.startup_seconds, 2)
         stages["grpc"] = grpc_stage.predict_latencies(server.grpc_address, MODEL, input_name,

@@ -18,8 +18,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments after the program name (default ``sys.argv[1:]``).
 
     Returns:
-        The exit code: 0 all filed, 1 some quarantined or left for retry, 2 gateway unavailable
-        or bad configuration (see ``--help``).
+        The exit code: 0 all filed, 1 some quarantined or left for retry, 2 gateway unavailable,
+        bad configuration or another run holding the lock (see ``--help``).
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")

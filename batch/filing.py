@@ -16,6 +16,7 @@ n >= 1 that is free.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -43,6 +44,22 @@ class MoveOutcome(Enum):
 
 class VerifyError(OSError):
     """The copy's sha256 differs from the expected one; the copy was removed."""
+
+
+class SourceNotRemovableError(OSError):
+    """The source could not be deleted (e.g. EPERM/EACCES: immutable file, read-only folder).
+
+    :func:`move_file` removed the destination name it had created, so the file is in incoming
+    only, as before the call. ``str()`` says why.
+    """
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as printable UTF-8 text: bytes of a non-UTF-8 file name are shown as ``\\xNN``.
+
+    For reports and HTTP file names; the file system calls keep using the path itself.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def sha256_file(path: Path) -> str:
@@ -128,6 +145,8 @@ def move_file(src: Path, dest: Path, expected_sha256: str) -> None:
         FileExistsError: ``dest`` exists (nothing changed).
         FileNotFoundError: ``src`` does not exist.
         VerifyError: the copy did not match (nothing changed).
+        SourceNotRemovableError: ``dest`` was complete but ``src`` could not be deleted; ``dest``
+            was removed again (nothing changed, no second copy is left behind).
         OSError: other I/O failures; the source is only removed after ``dest`` is complete.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +169,22 @@ def move_file(src: Path, dest: Path, expected_sha256: str) -> None:
             os.unlink(tmp)
     fsync_dir(dest.parent)
     failpoints.reach("after_link_before_unlink")
-    os.unlink(src)
+    _remove_source(src, dest)
+
+
+def _remove_source(src: Path, dest: Path) -> None:
+    """Last step of a move: delete ``src``; if it cannot be deleted, take ``dest`` back."""
+    try:
+        os.unlink(src)
+    except FileNotFoundError:
+        return  # someone removed it after we linked/copied: the file is at dest only
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(dest)
+        fsync_dir(dest.parent)
+        raise SourceNotRemovableError(
+            exc.errno, f"cannot remove {display_path(src)} from incoming ({exc.strerror}); "
+            f"the copy at the destination was removed") from exc
     fsync_dir(src.parent)
 
 
@@ -175,8 +209,10 @@ def recover_move(src: Path, dest: Path, expected_sha256: str) -> MoveOutcome:
         # Interrupted between link and unlink. Same inode, or a complete verified copy: the
         # destination is good and the source is the extra name.
         if os.path.samefile(src, dest) or sha256_file(dest) == expected_sha256:
-            os.unlink(src)
-            fsync_dir(src.parent)
+            try:
+                _remove_source(src, dest)
+            except SourceNotRemovableError:
+                return MoveOutcome.NOT_MOVED  # dest removed again; the file stays in incoming
             return MoveOutcome.DONE
         return MoveOutcome.NOT_MOVED  # someone else's file took the name; choose again
     if dest_there:

@@ -20,12 +20,18 @@ that later appears at the same path is a new input and gets a new row. Reports a
 through ``reported_run``: a terminal row is reported by the first run whose reports complete
 after it reached its terminal state.
 
+Paths (``source``, ``destination``) are stored as TEXT when they are valid UTF-8, else as the
+raw file-name bytes (a BLOB, ``os.fsencode``); rows always hand them back as ``str`` (undecodable
+bytes as surrogate escapes, like ``os.listdir``), so a non-UTF-8 file name is an input like any
+other. Free text (notes, error messages) is stored with such bytes shown as ``\\xNN``.
+
 The database runs in WAL mode with ``synchronous=FULL``: a committed transaction survives a
 process kill and a power cut (SQLite's documented guarantees for WAL mode with FULL sync).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +76,39 @@ CREATE TABLE IF NOT EXISTS runs (
     report_csv TEXT
 );
 """
+
+
+_PATH_COLUMNS = ("source", "destination")
+
+
+def _db_path(path: str | None) -> str | bytes | None:
+    """A path as SQLite can bind it: TEXT if it is valid UTF-8, else its raw bytes (BLOB)."""
+    if path is None:
+        return None
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def _db_text(text: str | None) -> str | None:
+    """Free text as SQLite can bind it: undecodable bytes (surrogates) shown as ``\\xNN``."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
+def _row(values: sqlite3.Row) -> FileRow:
+    data = dict(values)
+    for key in _PATH_COLUMNS:
+        if isinstance(data[key], bytes):
+            data[key] = os.fsdecode(data[key])
+    return FileRow(**data)
 
 
 def utc_now() -> str:
@@ -174,11 +213,11 @@ class Ledger:
         row = self._db.execute("SELECT * FROM files WHERE id = ?", (row_id,)).fetchone()
         if row is None:
             raise KeyError(row_id)
-        return FileRow(**dict(row))
+        return _row(row)
 
     def _select(self, where: str, params: tuple = ()) -> list[FileRow]:
         rows = self._db.execute(f"SELECT * FROM files WHERE {where} ORDER BY id", params)
-        return [FileRow(**dict(r)) for r in rows]
+        return [_row(r) for r in rows]
 
     def in_state(self, *states: str) -> list[FileRow]:
         """Rows currently in any of ``states``, oldest first."""
@@ -188,7 +227,7 @@ class Ledger:
     def active_for(self, source: str) -> FileRow | None:
         """The active row for a source path, if any."""
         rows = self._select("source = ? AND state IN ('discovered', 'classified', 'moving')",
-                            (source,))
+                            (_db_path(source),))
         return rows[0] if rows else None
 
     def discover(self, source: str, sha256: str, size_bytes: int, run_id: str) -> FileRow:
@@ -216,7 +255,7 @@ class Ledger:
             cur = self._db.execute(
                 "INSERT INTO files(source, sha256, size_bytes, state, discovered_run, last_run, "
                 "updated_at) VALUES (?, ?, ?, 'discovered', ?, ?, ?)",
-                (source, sha256, size_bytes, run_id, run_id, now))
+                (_db_path(source), sha256, size_bytes, run_id, run_id, now))
             return self.get(cur.lastrowid)
         if row.state == "moving":
             raise ValueError(f"row {row.id} is moving; recover before scanning")
@@ -239,26 +278,26 @@ class Ledger:
             "UPDATE files SET state = 'classified', outcome = ?, category = ?, confidence = ?, "
             "top3 = ?, model_version = ?, error_code = ?, error_message = ?, "
             "attempts = attempts + 1, last_run = ?, updated_at = ? WHERE id = ?",
-            (outcome, category, confidence, top3, model_version, error_code, error_message,
-             run_id, utc_now(), row_id))
+            (outcome, category, confidence, top3, model_version, error_code,
+             _db_text(error_message), run_id, utc_now(), row_id))
 
     def defer(self, row_id: int, error_code: str, error_message: str, run_id: str) -> None:
         """Records a transient failure: the file stays ``discovered`` for the next run."""
         self._db.execute(
             "UPDATE files SET error_code = ?, error_message = ?, attempts = attempts + 1, "
             "last_run = ?, updated_at = ? WHERE id = ?",
-            (error_code, error_message, run_id, utc_now(), row_id))
+            (error_code, _db_text(error_message), run_id, utc_now(), row_id))
 
     def add_note(self, row_id: int, note: str, run_id: str) -> None:
         """Records why a classified file could not be moved this run (it stays in incoming)."""
         self._db.execute("UPDATE files SET note = ?, last_run = ?, updated_at = ? WHERE id = ?",
-                         (note, run_id, utc_now(), row_id))
+                         (_db_text(note), run_id, utc_now(), row_id))
 
     def start_move(self, row_id: int, destination: str) -> None:
         """Records the chosen destination *before* the move (state ``moving``)."""
         self._db.execute(
             "UPDATE files SET state = 'moving', destination = ?, updated_at = ? WHERE id = ?",
-            (destination, utc_now(), row_id))
+            (_db_path(destination), utc_now(), row_id))
 
     def undo_move(self, row_id: int) -> None:
         """Back to ``classified``: the file is still (only) in incoming."""
@@ -278,7 +317,8 @@ class Ledger:
         self._db.execute(
             "UPDATE files SET state = ?, done_run = ?, last_run = ?, updated_at = ?, "
             "error_code = COALESCE(?, error_code), error_message = COALESCE(?, error_message) "
-            "WHERE id = ?", (state, run_id, run_id, utc_now(), error_code, error_message, row_id))
+            "WHERE id = ?", (state, run_id, run_id, utc_now(), error_code, _db_text(error_message),
+                             row_id))
 
     # -- reports ---------------------------------------------------------------------------
     def claim_for_report(self, run_id: str) -> list[FileRow]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from batch.filing import fsync_dir
+from batch.filing import display_path, fsync_dir
 from batch.ledger import FileRow
 
 CSV_NAME = "report.csv"
@@ -65,7 +65,8 @@ def build_table(rows: Iterable[FileRow], run_id: str, *, dry_run: bool = False,
         planned: dry run: row id -> destination it would have got.
 
     Returns:
-        A frame with :data:`COLUMNS`, one row per file, in ledger order.
+        A frame with :data:`COLUMNS`, one row per file, in ledger order. Paths are text: the
+        bytes of a non-UTF-8 file name show as ``\\xNN`` (:func:`batch.filing.display_path`).
     """
     planned = planned or {}
     records = []
@@ -77,10 +78,12 @@ def build_table(rows: Iterable[FileRow], run_id: str, *, dry_run: bool = False,
         if r.note and r.state == "classified":
             error = r.note
         records.append({
-            "run_id": run_id, "original_path": r.source, "destination": dest,
+            "run_id": run_id, "original_path": display_path(r.source),
+            "destination": display_path(dest),
             "status": status, "category": r.category or "", "confidence": r.confidence,
             "top3": r.top3 or "", "model_version": r.model_version, "sha256": r.sha256,
-            "size_bytes": r.size_bytes, "timestamp": r.updated_at, "error": error})
+            "size_bytes": r.size_bytes, "timestamp": r.updated_at,
+            "error": error.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")})
     table = pd.DataFrame.from_records(records, columns=COLUMNS)
     return table.astype({"model_version": "Int64", "size_bytes": "Int64",
                          "confidence": "float64"})

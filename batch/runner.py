@@ -119,7 +119,7 @@ def _run_lock(results: Path) -> Iterator[None]:
 def _run_logging(logs: Path, run_id: str) -> Iterator[Path]:
     logs.mkdir(parents=True, exist_ok=True)
     path = logs / f"batch-{run_id}.log"
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = logging.FileHandler(path, encoding="utf-8", errors="backslashreplace")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -131,10 +131,15 @@ def _run_logging(logs: Path, run_id: str) -> Iterator[Path]:
 
 
 class _Progress:
-    """tqdm on a terminal, a log line every ``every`` seconds otherwise."""
+    """tqdm on a terminal, a log line every ``every`` seconds otherwise.
+
+    Counts what happened to each image, not just that it was handled: e.g.
+    ``progress: 300/300 handled: 72 filed, 0 quarantined, 228 left in incoming for retry``.
+    """
 
     def __init__(self, total: int, every: float) -> None:
         self.total, self.done, self._every = total, 0, every
+        self.counts = {"filed": 0, "quarantined": 0, "vanished": 0, "left": 0, "dry_run": 0}
         self._last = time.monotonic()
         self._bar = None
         if sys.stderr.isatty() and total:
@@ -142,13 +147,25 @@ class _Progress:
 
             self._bar = tqdm(total=total, unit="img", desc="classify")
 
-    def advance(self, n: int) -> None:
-        self.done += n
+    def line(self) -> str:
+        c = self.counts
+        text = (f"{self.done}/{self.total} handled: {c['filed']} filed, {c['quarantined']} "
+                f"quarantined, {c['left']} left in incoming for retry")
+        text += f", {c['vanished']} vanished" if c["vanished"] else ""
+        return text + (f", {c['dry_run']} classified (dry run)" if c["dry_run"] else "")
+
+    def advance(self, outcomes: list[str]) -> None:
+        """Adds handled images, one outcome each: ``filed``, ``quarantined``, ``vanished`` or
+        ``left`` (still in incoming: gateway failure or move failure), ``dry_run``."""
+        for outcome in outcomes:
+            self.counts[outcome] += 1
+        self.done += len(outcomes)
         if self._bar is not None:
-            self._bar.update(n)
+            self._bar.update(len(outcomes))
+            self._bar.set_postfix_str(self.line().split(": ", 1)[1], refresh=False)
         elif time.monotonic() - self._last >= self._every or self.done == self.total:
             self._last = time.monotonic()
-            log.info("progress: %d/%d images done", self.done, self.total)
+            log.info("progress: %s", self.line())
 
     def close(self) -> None:
         if self._bar is not None:
@@ -289,11 +306,11 @@ class Runner:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    results = fut.result()
-                    for item in results:
+                    outcomes = []
+                    for item in fut.result():
                         self.sent += item.answered
-                        self._apply(item)
-                    progress.advance(len(results))
+                        outcomes.append(self._apply(item))
+                    progress.advance(outcomes)
                     nxt = next(queue, None)
                     if nxt is not None:
                         pending.add(pool.submit(self._classify_chunk, nxt))
@@ -319,7 +336,9 @@ class Runner:
                 results.append(_ItemResult(row, Decision(
                     "retry", error_code="changed", error_message="content changed since scan")))
                 continue
-            items.append((Path(row.source).name, data))
+            # the multipart file name must be UTF-8: undecodable bytes are sent as U+FFFD
+            name = os.fsencode(Path(row.source).name).decode("utf-8", "replace")
+            items.append((name, data))
             sendable.append(row)
         if sendable:
             results.extend(self._send(sendable, items))
@@ -352,8 +371,13 @@ class Runner:
         return [_ItemResult(r, decide(p, self.s.min_confidence), answer.model_version, True)
                 for r, p in zip(rows, preds, strict=True)]
 
-    def _apply(self, item: _ItemResult) -> None:
-        """Main thread: record one answer and file the file."""
+    def _apply(self, item: _ItemResult) -> str:
+        """Main thread: record one answer and file the file.
+
+        Returns:
+            What became of it: ``filed`` (category or uncertain), ``quarantined``, ``vanished``,
+            ``left`` (in incoming for the next run) or ``dry_run`` (classified, not moved).
+        """
         assert self.ledger is not None
         d, row = item.decision, item.row
         if d.outcome == "retry":
@@ -361,13 +385,17 @@ class Runner:
                         d.error_message)
             self.ledger.defer(row.id, d.error_code or "unknown", d.error_message or "",
                               self.run_id)
-            return
+            return "left"
         self.ledger.classify(row.id, outcome=d.outcome, category=d.category,
                              confidence=d.confidence, top3=d.top3,
                              model_version=item.model_version, error_code=d.error_code,
                              error_message=d.error_message, run_id=self.run_id)
         failpoints.reach("after_classify")
         self._file(self.ledger.get(row.id))
+        state = self.ledger.get(row.id).state
+        if self.s.dry_run and state == "classified":
+            return "dry_run"
+        return state if state in ("filed", "quarantined", "vanished") else "left"
 
     # -- filing ----------------------------------------------------------------------------
     def _folder(self, row: FileRow) -> Path:
@@ -411,7 +439,7 @@ class Runner:
         assert self.ledger is not None and row.destination is not None
         if row.outcome == "quarantine":
             reports.write_sidecar(Path(row.destination), {
-                "original_path": row.source, "sha256": row.sha256,
+                "original_path": filing.display_path(row.source), "sha256": row.sha256,
                 "error_code": row.error_code, "error_message": row.error_message,
                 "run_id": self.run_id})
             self.ledger.finish(row.id, "quarantined", self.run_id)

@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 _EXIT_CODES_HELP = """exit codes:
   0  every file found was filed (under its category or _uncertain)
   1  some files were quarantined, or left in incoming for the next run (gateway/serving errors)
-  2  the gateway never became healthy, or bad configuration; no file was touched
+  2  the gateway never became healthy, bad configuration, or another run holds the lock
+     (results/.batch.lock); no file was touched
 
 test hook (not for production): FASHION_BATCH_FAILPOINT=<point>:<n> SIGKILLs the job the n-th
 time it reaches <point> (see batch/failpoints.py)."""

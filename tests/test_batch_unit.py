@@ -193,7 +193,8 @@ def test_help_documents_exit_codes(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     for text in ("--min-confidence", "--dry-run", "exit codes:", "0  every file",
-                 "2  the gateway never became healthy", "FASHION_BATCH_FAILPOINT"):
+                 "2  the gateway never became healthy", "another run holds the lock",
+                 "FASHION_BATCH_FAILPOINT"):
         assert text in out
 
 
@@ -274,6 +275,44 @@ def test_recover_move_in_every_state(tmp_path):
     assert filing.recover_move(src, dest, sha) is filing.MoveOutcome.LOST
 
 
+def _refuse_unlink(monkeypatch, victim: Path) -> list[str]:
+    """Makes ``os.unlink(victim)`` fail with EPERM, as for a ``chattr +i`` file."""
+    real = os.unlink
+    refused: list[str] = []
+
+    def unlink(path, *args, **kwargs):
+        if os.fspath(path) == os.fspath(victim):
+            refused.append(os.fspath(path))
+            raise PermissionError(1, "Operation not permitted", os.fspath(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    return refused
+
+
+@pytest.mark.parametrize("force_copy", ["0", "1"])
+def test_move_file_takes_the_copy_back_when_the_source_cannot_be_removed(
+        tmp_path, monkeypatch, force_copy):
+    monkeypatch.setenv(filing.FORCE_COPY_ENV, force_copy)
+    src = write(tmp_path / "in/a.jpg", b"abc")
+    refused = _refuse_unlink(monkeypatch, src)
+    with pytest.raises(filing.SourceNotRemovableError, match="cannot remove"):
+        filing.move_file(src, tmp_path / "out/a.jpg", filing.sha256_file(src))
+    assert refused == [str(src)]
+    assert src.read_bytes() == b"abc" and all_files(tmp_path / "out") == []
+
+
+def test_recover_move_keeps_the_source_it_cannot_remove(tmp_path, monkeypatch):
+    src = write(tmp_path / "in/a.jpg", b"abc")
+    dest = tmp_path / "out/a.jpg"
+    dest.parent.mkdir()
+    os.link(src, dest)  # killed between link and unlink, on a source that cannot be removed
+    _refuse_unlink(monkeypatch, src)
+    assert filing.recover_move(src, dest, filing.sha256_file(src)) is (
+        filing.MoveOutcome.NOT_MOVED)
+    assert src.read_bytes() == b"abc" and all_files(tmp_path / "out") == []
+
+
 # -- decide, ledger -----------------------------------------------------------------------------
 def test_decide_rules():
     ok = {"label": "hat", "confidence": 0.8,
@@ -308,6 +347,22 @@ def test_ledger_one_active_row_per_path_and_content_change(tmp_path):
     again = ledger.discover("/in/a.jpg", "s2", 4, "r4")  # a new file at the same path
     assert again.id != a.id
     assert ledger.journal_mode() == "wal"
+
+
+def test_ledger_keeps_non_utf8_paths(tmp_path):
+    ledger = Ledger(tmp_path / LEDGER_NAME)
+    name = os.fsdecode(b"/in/bad\xffname.jpg")  # surrogate escape, as os.walk yields it
+    row = ledger.discover(name, "s1", 3, "r1")
+    assert row.source == name and ledger.active_for(name).id == row.id
+    assert ledger.discover(name, "s1", 3, "r2").id == row.id
+    ledger.classify(row.id, outcome="category", category="hat", confidence=0.9, top3=None,
+                    model_version=1, error_code=None, error_message=None, run_id="r2")
+    ledger.add_note(row.id, f"move_failed: {name}", "r2")
+    ledger.start_move(row.id, os.fsdecode(b"/out/hat/bad\xffname.jpg"))
+    got = ledger.get(row.id)
+    assert os.fsencode(got.destination) == b"/out/hat/bad\xffname.jpg"
+    assert got.note == "move_failed: /in/bad\\xffname.jpg"
+    assert ledger.in_state("moving")[0].source == name
 
 
 # -- gateway client -----------------------------------------------------------------------------
@@ -459,6 +514,77 @@ def test_failed_move_stays_and_is_filed_later_without_resending(gateway, dirs):
     second = run(settings_for(dirs, gateway.url))
     assert second.exit_code == 0 and all_files(dirs["processed"]) == ["hat/hat__1.jpg"]
     assert gateway.images_seen == ["hat__1.jpg"]  # sent once, filed by the second run
+
+
+def test_non_utf8_file_names_are_filed_quarantined_and_reported(gateway, dirs):
+    inc = os.fsencode(dirs["incoming"])
+    for name, data in ((b"hat__bad\xffname.jpg", jpeg_bytes()), (b"bad\xfe.jpg", b"text")):
+        fd = os.open(inc + b"/" + name, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+        os.utime(inc + b"/" + name, (time.time() - 60, time.time() - 60))
+    write(dirs["incoming"] / "hat__ok.jpg", jpeg_bytes((0, 0, 9)))
+    result = run(settings_for(dirs, gateway.url))
+    assert result.exit_code == 1  # one quarantined
+    assert os.listdir(inc) == []
+    assert sorted(os.listdir(os.fsencode(dirs["processed"] / "hat"))) == [
+        b"hat__bad\xffname.jpg", b"hat__ok.jpg"]
+    assert sorted(os.listdir(os.fsencode(dirs["quarantine"]))) == [
+        b"bad\xfe.jpg", b"bad\xfe.jpg.reason.json"]
+    table = read_csv(result).sort_values("original_path")
+    assert table["original_path"].tolist() == [
+        str(dirs["incoming"] / "bad\\xfe.jpg"), str(dirs["incoming"] / "hat__bad\\xffname.jpg"),
+        str(dirs["incoming"] / "hat__ok.jpg")]
+    assert table["status"].tolist() == ["quarantined", "filed", "filed"]
+    assert table["destination"].tolist()[1] == str(
+        dirs["processed"] / "hat/hat__bad\\xffname.jpg")
+    assert sorted(gateway.images_seen) == ["bad\ufffd.jpg", "hat__bad\ufffdname.jpg",
+                                           "hat__ok.jpg"]
+    sidecar = json.loads((dirs["quarantine"] / os.fsdecode(b"bad\xfe.jpg.reason.json"))
+                         .read_text())
+    assert sidecar["original_path"] == str(dirs["incoming"] / "bad\\xfe.jpg")
+    log_text = next(dirs["logs"].glob("batch-*.log")).read_text()
+    assert "hat__bad\\udcffname.jpg" in log_text and "Logging error" not in log_text
+    again = run(settings_for(dirs, gateway.url))  # the rerun does not crash either
+    assert again.exit_code == 0 and read_csv(again).empty and len(gateway.images_seen) == 3
+
+
+def test_a_source_that_cannot_be_removed_is_left_once_not_copied_per_run(
+        gateway, dirs, monkeypatch):
+    src = write(dirs["incoming"] / "hat__readonly.jpg", jpeg_bytes())
+    write(dirs["incoming"] / "hat__ok.jpg", jpeg_bytes((0, 9, 0)))
+    with monkeypatch.context() as m:
+        _refuse_unlink(m, src)
+        for _ in range(2):
+            result = run(settings_for(dirs, gateway.url))
+            assert result.exit_code == 1
+            assert all_files(dirs["incoming"]) == ["hat__readonly.jpg"]
+            assert all_files(dirs["processed"]) == ["hat/hat__ok.jpg"]  # no copy, no temp
+            row = read_csv(result).set_index("original_path").loc[str(src)]
+            assert row["status"] == "left_in_incoming" and row["destination"] == ""
+            assert row["error"].startswith("move_failed: ") and "cannot remove" in row[
+                "error"] and "Operation not permitted" in row["error"]
+    ledger = Ledger(dirs["results"] / LEDGER_NAME)
+    assert [r.state for r in ledger.in_state("classified")] == ["classified"]
+    ledger.close()
+    third = run(settings_for(dirs, gateway.url))  # the operator lifted the protection
+    assert third.exit_code == 0 and all_files(dirs["incoming"]) == []
+    assert all_files(dirs["processed"]) == ["hat/hat__ok.jpg", "hat/hat__readonly.jpg"]
+    assert sorted(gateway.images_seen) == ["hat__ok.jpg", "hat__readonly.jpg"]  # sent once
+
+
+def test_progress_line_counts_what_happened(gateway, dirs, caplog):
+    for i in range(6):
+        write(dirs["incoming"] / f"shoes__{i}.jpg", jpeg_bytes((i * 40, 0, 0)))
+    write(dirs["incoming"] / "junk.jpg", b"text")
+    gateway.fail_after = 2  # two chunks answered, then 503 for good
+    caplog.set_level("INFO", logger="batch")
+    result = run(settings_for(dirs, gateway.url, concurrency=1, progress_every=3600.0))
+    assert result.exit_code == 1
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert lines == ["progress: 7/7 handled: 3 filed, 1 quarantined, "
+                     "3 left in incoming for retry"]
+    assert len(all_files(dirs["processed"])) == 3 and len(all_files(dirs["incoming"])) == 3
 
 
 def test_a_second_concurrent_run_exits_2(gateway, dirs):

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import grpc
 
@@ -58,7 +59,8 @@ class ModelServerProcess:
         log_path: file for the server's stdout/stderr (appended); None = a temp file next to
             nothing (``/dev/null`` is never used: logs are how failures are explained).
         wait_for_model: model to wait for; default: ``--model_name`` from args, else none (then
-            ready = the gRPC port answers).
+            ready = the gRPC port answers). ``False``: wait for no model even with
+            ``--model_name`` (a server started with nothing to serve).
         start_timeout: seconds to wait for readiness.
         env: extra environment variables (``TF_CPP_MIN_LOG_LEVEL=2`` is set by default).
         cwd: working directory of the server (default: the repository root).
@@ -71,14 +73,15 @@ class ModelServerProcess:
 
     def __init__(self, args: list[str], *, port: int | None = None, rest: bool = False,
                  rest_port: int | None = None, log_path: str | os.PathLike[str] | None = None,
-                 wait_for_model: str | None = None, start_timeout: float = 120.0,
+                 wait_for_model: str | Literal[False] | None = None, start_timeout: float = 120.0,
                  env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None):
         self.args = list(args)
         self.port = port or free_port()
         self.rest_port = (rest_port or free_port()) if rest else 0
         self.log_path = Path(log_path) if log_path else Path(
             os.environ.get("TMPDIR", "/tmp")) / f"serving-{self.port}.log"
-        self.wait_for_model = wait_for_model or _model_name(self.args)
+        self.wait_for_model = None if wait_for_model is False else (
+            wait_for_model or _model_name(self.args))
         self.start_timeout = start_timeout
         self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
         self.cwd = str(cwd or REPO_ROOT)

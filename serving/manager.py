@@ -38,6 +38,10 @@ State = protos.get_model_status_pb2.ModelVersionStatus.State
 MAX_RETRY_BACKOFF_SECONDS = 60.0
 """Longest wait before re-trying an unchanged folder that failed to load."""
 
+NO_VERSIONS_WARNING_SECONDS = 60.0
+"""Repeat the "No versions of servable" warning at most this often per model (TF Serving logs it
+on every file-system poll, i.e. every second by default)."""
+
 
 @dataclass
 class Handle:
@@ -72,6 +76,7 @@ class _Version:
 class _Model:
     config: ModelConfig
     versions: dict[int, _Version] = field(default_factory=dict)
+    warned_at: float | None = None  # last "no versions" warning (monotonic), None = versions seen
 
 
 def _load_servable(name: str, version: int, path: str) -> Servable:
@@ -166,6 +171,7 @@ class ModelManager:
         on_disk = versions_on_disk(config.base_path)
         aspired = aspired_versions(config.policy, on_disk)
         now = time.monotonic()
+        self._warn_if_no_versions(model, bool(on_disk), now)
         for number in sorted(aspired, reverse=True):
             with self._lock:
                 version = model.versions.setdefault(number, _Version())
@@ -176,6 +182,25 @@ class ModelManager:
                 continue
             self._load(model, number, on_disk[number], version, fingerprint)
         self._unload_unwanted(model, aspired)
+
+    @staticmethod
+    def _warn_if_no_versions(model: _Model, found: bool, now: float) -> None:
+        """Warn that a model has nothing to serve: first poll, then once a minute until fixed."""
+        if found:
+            model.warned_at = None
+            return
+        if model.warned_at is not None and now - model.warned_at < NO_VERSIONS_WARNING_SECONDS:
+            return
+        model.warned_at = now
+        name, base = model.config.name, model.config.base_path
+        if os.path.isdir(base):
+            why = "it holds no folder named by an integer version, e.g. %s"
+            detail = os.path.join(base, "1")
+        else:
+            why = "the folder does not exist (relative paths are resolved against %s)"
+            detail = os.getcwd()
+        log.warning("No versions of servable %s found under base path %s: " + why,
+                    name, base, detail)
 
     def _load(self, model: _Model, number: int, path: str, version: _Version,
               fingerprint: tuple) -> None:

@@ -30,6 +30,7 @@ from werkzeug.wrappers import Request, Response
 from serving.config import MonitoringOptions
 from serving.core import SIGNATURE_DEF_FIELD, ServingCore
 from serving.errors import ServingError, invalid_argument
+from serving.ports import bind
 from serving_api import protos, tensors
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,18 @@ class RestServer:
         app: the WSGI app.
         port: TCP port (0 = any free port).
         host: interface to bind.
+
+    Raises:
+        PortError: the port cannot be bound (werkzeug would print and exit instead).
     """
 
     def __init__(self, app: RestApp, port: int, host: str = "0.0.0.0") -> None:
-        self._server = make_server(host, port, app, threaded=True)
-        self.port = self._server.server_port
+        sock = bind(host, port, "REST", listen=True)
+        try:  # werkzeug serves a duplicate of this descriptor
+            self._server = make_server(host, port, app, threaded=True, fd=sock.fileno())
+        finally:
+            sock.close()
+        self.port = self._server.port
         self._thread = threading.Thread(target=self._server.serve_forever, name="rest",
                                         daemon=True)
 

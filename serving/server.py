@@ -24,6 +24,7 @@ from serving.config import (
     load_monitoring,
     model_from_flags,
 )
+from serving.ports import PortError, check_free, host_port
 
 log = logging.getLogger("serving")
 
@@ -93,7 +94,8 @@ def run(argv: list[str] | None = None) -> int:
         argv: command-line arguments (see :mod:`serving.flags`).
 
     Returns:
-        Exit status: 0 after a signal-initiated shutdown, 1 on a config error.
+        Exit status: 0 after a signal-initiated shutdown, 1 on a config error or a port that
+        cannot be bound (one ERROR line, no traceback; checked before any model loads).
     """
     flags = flags_module.parse(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -102,7 +104,10 @@ def run(argv: list[str] | None = None) -> int:
         models = _initial_models(flags)
         batching = load_batching(flags.batching_parameters_file) if flags.enable_batching else None
         monitoring = load_monitoring(flags.monitoring_config_file)
-    except ConfigError as exc:
+        check_free(flags.bind_address, flags.port, "gRPC")
+        if flags.rest_api_port:
+            check_free(flags.bind_address, flags.rest_api_port, "REST")
+    except (ConfigError, PortError) as exc:
         log.error("Failed to start server: %s", exc)
         return 1
     _configure_tensorflow(flags)
@@ -126,15 +131,29 @@ def run(argv: list[str] | None = None) -> int:
 
     max_workers = max(flags.grpc_max_threads,
                       2 * batching.max_batch_size if batching else 0)
-    grpc_server, grpc_port = build_server(core, flags.port, max_workers,
-                                          flags.grpc_max_message_bytes, flags.bind_address)
-    grpc_server.start()
-    log.info("Running gRPC ModelServer at %s:%d ...", flags.bind_address, grpc_port)
+    # The ports were free before the first load; something may have taken them since.
+    try:
+        grpc_server, grpc_port = build_server(core, flags.port, max_workers,
+                                              flags.grpc_max_message_bytes, flags.bind_address)
+    except RuntimeError as exc:
+        log.error("Failed to start server: cannot bind gRPC port %d on %s: %s",
+                  flags.port, flags.bind_address, exc)
+        manager.close()
+        return 1
     rest = None
     if flags.rest_api_port:
-        rest = RestServer(RestApp(core, monitoring), flags.rest_api_port, flags.bind_address)
+        try:
+            rest = RestServer(RestApp(core, monitoring), flags.rest_api_port, flags.bind_address)
+        except PortError as exc:
+            log.error("Failed to start server: %s", exc)
+            grpc_server.stop(None)
+            manager.close()
+            return 1
+    grpc_server.start()
+    log.info("Running gRPC ModelServer at %s ...", host_port(flags.bind_address, grpc_port))
+    if rest is not None:
         rest.start()
-        log.info("Exporting HTTP/REST API at:localhost:%d ...", rest.port)
+        log.info("Exporting HTTP/REST API at:%s ...", host_port(flags.bind_address, rest.port))
     poller = _Poller(manager, flags, models)
     poller.start()
 

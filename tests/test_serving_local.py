@@ -1,12 +1,14 @@
 """Behaviour of the local ``python -m serving`` that needs process control or its own metrics:
-server-side batching and graceful SIGTERM.
+server-side batching, graceful SIGTERM, start-up messages (nothing to serve, ports taken).
 
 (The API contract shared with a real TF Serving is in test_serving_contract.py.)
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,7 +20,7 @@ from google.protobuf import text_format
 from prometheus_client.parser import text_string_to_metric_families
 from support import tiny_models
 
-from serving.launcher import ModelServerProcess
+from serving.launcher import ModelServerProcess, free_port
 from serving_api import protos, tensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,3 +155,35 @@ def test_reload_config_rpc_replaces_the_served_models(tiny_server, tiny_model_ba
         stub.Predict(_predict_request(images, model="pinned"), timeout=10)
     assert exc.value.code() == grpc.StatusCode.NOT_FOUND
     channel.close()
+
+
+def test_nothing_to_serve_is_a_warning_and_the_log_names_the_bound_address(tmp_path):
+    base = tmp_path / "empty"
+    base.mkdir()
+    log = tmp_path / "server.log"
+    with ModelServerProcess(["--model_name=x", f"--model_base_path={base}"], rest=True,
+                            log_path=log, wait_for_model=False) as server:
+        rest_port = server.rest_url.rsplit(":", 1)[1]
+        text = log.read_text()
+    assert f"WARNING serving.manager: No versions of servable x found under base path {base}" \
+        in text
+    assert f"Running gRPC ModelServer at 127.0.0.1:{server.port} ..." in text
+    assert f"Exporting HTTP/REST API at:127.0.0.1:{rest_port} ..." in text
+
+
+@pytest.mark.parametrize("which", ["gRPC", "REST"])
+def test_a_taken_port_is_one_error_line_and_exit_status_1(tmp_path, which):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        grpc_port, rest_port = (port, free_port()) if which == "gRPC" else (free_port(), port)
+        result = subprocess.run(
+            [sys.executable, "-m", "serving", f"--port={grpc_port}",
+             f"--rest_api_port={rest_port}", "--bind_address=127.0.0.1",
+             f"--model_base_path={tmp_path}"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.endswith(f"ERROR serving: Failed to start server: cannot bind {which} port "
+                         f"{port} on 127.0.0.1: Address already in use"), result.stderr

@@ -4,12 +4,14 @@ versions load, when old ones unload, how failed loads are retried, and how reque
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 import grpc
 import pytest
 
+from serving import manager as manager_module
 from serving.config import ModelConfig, VersionPolicy
 from serving.errors import LoadError, ServingError
 from serving.manager import ModelManager, State
@@ -174,3 +176,37 @@ def test_status_is_loading_while_a_version_loads(tmp_path):
     release.set()
     poller.join(timeout=30)
     assert manager.status("m") == [(1, State.AVAILABLE, "")]
+
+
+def _no_versions_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and r.getMessage().startswith("No versions")]
+
+
+def test_nothing_to_serve_is_warned_at_the_first_poll_then_rate_limited(setup, caplog,
+                                                                        monkeypatch):
+    base, _loader, manager = setup
+    manager.configure([ModelConfig("m", str(base))])
+    caplog.set_level(logging.WARNING, logger="serving.manager")
+    manager.poll()
+    manager.poll()
+    [missing] = _no_versions_warnings(caplog)
+    assert missing.startswith(f"No versions of servable m found under base path {base}: ")
+    assert "does not exist" in missing
+
+    caplog.clear()
+    (base / "tmp").mkdir(parents=True)  # exists now, but no integer-named folder
+    monkeypatch.setattr(manager_module, "NO_VERSIONS_WARNING_SECONDS", 0.0)
+    manager.poll()
+    [empty] = _no_versions_warnings(caplog)
+    assert "no folder named by an integer" in empty and str(base / "1") in empty
+
+    caplog.clear()
+    monkeypatch.setattr(manager_module, "NO_VERSIONS_WARNING_SECONDS", 3600.0)
+    _publish(base, 1)
+    manager.poll()
+    assert _no_versions_warnings(caplog) == []
+    (base / "1" / "saved_model.pb").unlink()
+    (base / "1").rmdir()
+    manager.poll()  # versions seen since the last warning: warned again at once
+    assert len(_no_versions_warnings(caplog)) == 1

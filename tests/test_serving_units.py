@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ from serving.config import (
 )
 from serving.config_schema import BatchingParameters, MonitoringConfig
 from serving.errors import ServingError
+from serving.ports import PortError, bind, check_free, host_port
 from serving.versions import aspired_versions, versions_on_disk
 from serving_api import protos
 
@@ -66,6 +68,22 @@ def test_models_config_commented_examples_parse_when_uncommented():
     [model] = proto.model_config_list.config
     assert list(model.model_version_policy.specific.versions) == [1]
     assert dict(model.version_labels) == {"stable": 1, "canary": 2}
+
+
+def test_local_models_config_is_models_config_with_a_relative_base_path(tmp_path, monkeypatch):
+    def parsed(name: str):
+        return text_format.Parse((SERVING / name).read_text(),
+                                 protos.model_server_config_pb2.ModelServerConfig())
+
+    local, docker = parsed("models.local.config"), parsed("models.config")
+    assert local.model_config_list.config[0].base_path == "models/fashion"
+    for proto in (local, docker):
+        proto.model_config_list.config[0].ClearField("base_path")
+    assert local == docker
+    monkeypatch.chdir(tmp_path)  # relative base paths follow the server's working directory
+    [model] = load_model_server_config(SERVING / "models.local.config")
+    assert model.base_path == str(tmp_path / "models" / "fashion")
+    assert model.policy == VersionPolicy("latest", 1)
 
 
 def test_batching_config_parses_with_expected_values():
@@ -169,6 +187,32 @@ def test_flags_refuse_bad_command_lines(argv):
     with pytest.raises(SystemExit) as exc:
         flags.parse(argv)
     assert exc.value.code == 2
+
+
+def test_every_flag_has_help_with_its_default():
+    helps = {action.dest: action.help for action in flags._parser()._actions}
+    for name, default in flags.Flags().__dict__.items():
+        shown = str(default).lower() if isinstance(default, bool) else str(default) or "none"
+        assert len(flags.HELP[name]) > 20 and helps[name].endswith(f" Default: {shown}."), name
+    result = subprocess.run([sys.executable, "-m", "serving", "--help"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0 and "--bind_address" in result.stdout
+
+
+# ------------------------------------------------------------------------ ports
+def test_a_taken_port_is_a_port_error_naming_port_and_address():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortError, match=rf"cannot bind REST port {port} on 127\.0\.0\.1: "
+                                            "Address already in use"):
+            check_free("127.0.0.1", port, "REST")
+    check_free("127.0.0.1", 0, "gRPC")
+    with bind("127.0.0.1", 0, "REST", listen=True) as sock:
+        assert sock.getsockname()[1] > 0
+    assert host_port("0.0.0.0", 8500) == "0.0.0.0:8500"
+    assert host_port("::", 8500) == "[::]:8500"
 
 
 # ------------------------------------------------------------------------ versions

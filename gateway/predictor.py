@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,6 +109,12 @@ def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def _done(value: object) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
 class Predictor:
     """Classifies uploaded images with the served model.
 
@@ -145,10 +151,6 @@ class Predictor:
         finally:
             self._metrics.decode_seconds.observe(time.perf_counter() - start)
 
-    def _decode_all(self, images: Sequence[bytes], spec: InputSpec) -> list:
-        if len(images) == 1:
-            return [self._decode(images[0], spec)]
-        return list(self._pool.map(lambda data: self._decode(data, spec), images))
 
     def _predict(self, batch: np.ndarray, spec: InputSpec, selector: VersionSelector,
                  top_k: int) -> tuple[PredictResult, list[Classification]]:
@@ -196,22 +198,44 @@ class Predictor:
 
     def _classify(self, images: Sequence[bytes], spec: InputSpec, top_k: int,
                   selector: VersionSelector) -> Answer:
-        decoded = self._decode_all(images, spec)
-        items: list[ItemResult] = [ItemResult(error=d) if isinstance(d, GatewayError) else
-                                   ItemResult() for d in decoded]
-        good = [i for i, d in enumerate(decoded) if not isinstance(d, GatewayError)]
+        # Every image is queued for decoding at once; each chunk is sent as soon as its images are
+        # decoded, so the model works on one chunk while the pool decodes the next.
+        if len(images) == 1:
+            decoded = [_done(self._decode(images[0], spec))]
+        else:
+            decoded = [self._pool.submit(self._decode, data, spec) for data in images]
+        items: list[ItemResult | None] = [None] * len(images)
         model_name, version = self._settings.model_name, None
-        chunk = self._settings.predict_chunk_size
-        for start in range(0, len(good), chunk):
-            indices = good[start:start + chunk]
-            batch = np.stack([decoded[i] for i in indices])
+        indices: list[int] = []
+        arrays: list[np.ndarray] = []
+
+        def flush() -> None:
+            nonlocal model_name, version
             pinned = selector if version is None else VersionSelector(version=version)
-            result, rows = self._predict(batch, spec, pinned, top_k)
+            result, rows = self._predict(np.stack(arrays), spec, pinned, top_k)
             if version is None:
                 model_name, version = result.model_name or model_name, result.version
                 self._info.observe(selector, version)
             for i, row in zip(indices, rows, strict=True):
                 items[i] = ItemResult(classification=row)
+            indices.clear()
+            arrays.clear()
+
+        try:
+            for i, future in enumerate(decoded):
+                array = future.result()
+                if isinstance(array, GatewayError):
+                    items[i] = ItemResult(error=array)
+                    continue
+                indices.append(i)
+                arrays.append(array)
+                if len(indices) == self._settings.predict_chunk_size:
+                    flush()
+            if indices:
+                flush()
+        finally:
+            for future in decoded:
+                future.cancel()
         return Answer(model_name=model_name, version=version, items=items)
 
     def labels(self, selector: VersionSelector = LATEST) -> tuple[str, int, list[str]]:

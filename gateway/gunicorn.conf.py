@@ -10,6 +10,9 @@ SERVING_DEADLINE_SECONDS, plus decoding.
 
 Metrics: ``PROMETHEUS_MULTIPROC_DIR`` is set (a fresh folder unless given) before any worker
 imports prometheus-client, so ``/metrics`` aggregates all workers; exited workers are marked dead.
+
+A bad setting (gateway or ``GUNICORN_*``) stops gunicorn before it boots: one line on stderr
+naming the variable, exit status 2.
 """
 
 from __future__ import annotations
@@ -19,9 +22,21 @@ import os
 import shutil
 import tempfile
 
-from gateway.settings import Settings
+from gateway.settings import Settings, exit_with_bad_setting
 
-_settings = Settings.from_env()
+_settings = Settings.from_env_or_exit()
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        exit_with_bad_setting(f"{name}={raw!r} is not a valid int")
+    if value <= 0:
+        exit_with_bad_setting(f"{name} must be > 0, got {value}")
+    return value
+
 
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-prometheus-")
@@ -30,8 +45,8 @@ _METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 wsgi_app = "gateway.app:create_app()"
 bind = os.environ.get("GATEWAY_BIND", "0.0.0.0:8080")
 worker_class = "gthread"
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+workers = _positive_int("GUNICORN_WORKERS", 2)
+threads = _positive_int("GUNICORN_THREADS", 4)
 
 _chunks = math.ceil(_settings.max_batch_images / _settings.predict_chunk_size)
 _slowest_request = _chunks * _settings.deadline_seconds + 10  # + decoding a full batch

@@ -7,10 +7,17 @@ metadata; :meth:`Settings.from_env` is the only place the environment is read.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
+import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+
+class SettingsError(ValueError):
+    """A setting that does not parse or is out of range; the message names its variable."""
 
 
 def _env(name: str, doc: str, default: typing.Any) -> typing.Any:
@@ -66,15 +73,18 @@ class Settings:
         positive = ("deadline_seconds", "grpc_max_message_bytes", "max_body_bytes",
                     "max_image_pixels", "max_batch_images", "predict_chunk_size", "top_k",
                     "decode_threads", "retry_after_seconds")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{_env_name(name)} must be > 0, got {getattr(self, name)!r}")
+        for name in (*positive, "retry_backoff_seconds"):
+            value = getattr(self, name)
+            if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
+                raise SettingsError(f"{_env_name(name)} must be > 0, got {value!r}")
         if not 0 <= self.retries <= 4:
-            raise ValueError(f"SERVING_RETRIES must be in 0..4, got {self.retries}")
-        if self.retry_backoff_seconds <= 0:
-            raise ValueError("SERVING_RETRY_BACKOFF_SECONDS must be > 0")
+            raise SettingsError(f"SERVING_RETRIES must be in 0..4, got {self.retries}")
         if not self.grpc_address or not self.model_name:
-            raise ValueError("SERVING_GRPC_ADDRESS and MODEL_NAME must not be empty")
+            raise SettingsError("SERVING_GRPC_ADDRESS and MODEL_NAME must not be empty")
+        levels = logging.getLevelNamesMapping()
+        if self.log_level not in levels or self.log_level == "NOTSET":
+            raise SettingsError(f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, "
+                                f"CRITICAL, got {self.log_level!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
@@ -89,7 +99,8 @@ class Settings:
             The validated settings.
 
         Raises:
-            ValueError: a variable that does not parse as the field's type, or is out of range.
+            SettingsError: a variable that does not parse as the field's type, or is out of
+                range; the message names the variable.
         """
         environ = os.environ if environ is None else environ
         hints = typing.get_type_hints(cls)
@@ -107,10 +118,28 @@ class Settings:
                 else:
                     values[f.name] = raw
             except ValueError:
-                raise ValueError(
+                raise SettingsError(
                     f"{f.metadata['env']}={raw!r} is not a valid {kind.__name__}") from None
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def from_env_or_exit(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """:meth:`from_env` for start-up: a bad setting is one line on stderr and exit status 2.
+
+        Args:
+            environ: the variables to read; ``os.environ`` if None.
+
+        Returns:
+            The validated settings.
+
+        Raises:
+            SystemExit: code 2 after printing ``gateway: bad setting: <message>`` to stderr.
+        """
+        try:
+            return cls.from_env(environ)
+        except SettingsError as exc:
+            exit_with_bad_setting(str(exc))
 
     @classmethod
     def describe(cls) -> list[dict[str, str]]:
@@ -125,3 +154,16 @@ class Settings:
 
 def _env_name(field_name: str) -> str:
     return next(f.metadata["env"] for f in dataclasses.fields(Settings) if f.name == field_name)
+
+
+def exit_with_bad_setting(message: str) -> typing.NoReturn:
+    """Print ``gateway: bad setting: <message>`` to stderr and exit with status 2 (usage error).
+
+    Args:
+        message: what is wrong, naming the environment variable.
+
+    Raises:
+        SystemExit: always, with code 2.
+    """
+    print(f"gateway: bad setting: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)

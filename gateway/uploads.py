@@ -2,8 +2,10 @@
 
 ``/predict`` takes multipart field ``image`` or a raw body whose ``Content-Type`` is ``image/*``
 (or ``application/octet-stream``); ``/predict_batch`` takes repeated multipart field ``images``.
-Body size is bounded by Flask's ``MAX_CONTENT_LENGTH`` (werkzeug answers 413 while reading,
-multipart and raw alike, chunked bodies included) and checked again here after reading.
+Body size is bounded by Flask's ``MAX_CONTENT_LENGTH``: werkzeug answers 413 for a declared
+``Content-Length`` over it and while parsing multipart (chunked included). A raw body without
+``Content-Length`` (chunked) is read here instead: werkzeug's stream would stop at the limit without
+an error, so :func:`_raw_body` reads one byte past it and refuses the body if that byte arrives.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from flask import Request
+from werkzeug.exceptions import ClientDisconnected
 
 from gateway.errors import GatewayError
 from gateway.serving_client import VersionSelector
@@ -19,6 +22,7 @@ from gateway.settings import Settings
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _RAW_TYPES = ("application/octet-stream",)
+_READ_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,14 @@ def query_options(request: Request, settings: Settings) -> QueryOptions:
         The options; ``top_k`` defaults to ``TOP_K``.
 
     Raises:
-        GatewayError: ``invalid_parameter`` (400) for a non-integer or < 1 ``top_k``, a version that
-            is not a non-negative integer, a label outside ``[A-Za-z0-9_.-]{1,64}``, or both a
+        GatewayError: ``invalid_parameter`` (400) for a ``top_k`` that is not an integer in
+            1..10**18-1 (larger than the class count lists every class), a version that is not an
+            integer in 0..10**18-1, a label outside ``[A-Za-z0-9_.-]{1,64}``, or both a
             version and a label (TF Serving's ModelSpec takes one of them).
     """
     args = request.args
-    top_k = _int_param(args.get("top_k"), "top_k", minimum=1, default=settings.top_k)
+    top_k = _int_param(args.get("top_k"), "top_k", minimum=1, default=settings.top_k,
+                       note=" (values above the number of classes list every class)")
     version = _int_param(args.get("version"), "version", minimum=0, default=None)
     label = args.get("version_label")
     if label is not None and not _LABEL.match(label):
@@ -69,13 +75,51 @@ def query_options(request: Request, settings: Settings) -> QueryOptions:
     return QueryOptions(top_k=top_k, selector=VersionSelector(version=version, label=label))
 
 
-def _int_param(raw: str | None, name: str, *, minimum: int, default: int | None) -> int | None:
+_MAX_DIGITS = 18  # every accepted value fits TF Serving's int64 version numbers
+
+
+def _int_param(raw: str | None, name: str, *, minimum: int, default: int | None,
+               note: str = "") -> int | None:
     if raw is None:
         return default
-    if not re.fullmatch(r"\d{1,18}", raw.strip()) or int(raw) < minimum:
-        raise GatewayError("invalid_parameter", f"{name} must be an integer >= {minimum}, "
-                           f"got {raw[:40]!r}")
+    if not re.fullmatch(rf"\d{{1,{_MAX_DIGITS}}}", raw.strip()) or int(raw) < minimum:
+        raise GatewayError("invalid_parameter",
+                           f"{name} must be an integer from {minimum} to {'9' * _MAX_DIGITS}"
+                           f"{note}, got {raw[:40]!r}")
     return int(raw)
+
+
+def _missing_file(request: Request, name: str) -> GatewayError:
+    if name in request.form:
+        return GatewayError("missing_field", f"multipart field {name!r} must be a file upload "
+                            "(a part with a filename, e.g. curl -F "
+                            f"{name}=@photo.jpg), not a text field")
+    return GatewayError("missing_field", f"multipart field {name!r} is missing")
+
+
+def _raw_body(request: Request, settings: Settings) -> bytes:
+    """The raw request body, refused with 413 when it is longer than ``MAX_BODY_BYTES``.
+
+    With a ``Content-Length`` werkzeug already refused one over the limit and reads exactly that
+    many bytes. Without one, the body is only readable when the server terminates the stream
+    (``wsgi.input_terminated``: werkzeug's dev server and gunicorn for chunked bodies); it is read
+    here from the raw input, at most ``limit + 1`` bytes, so an over-long body is never truncated
+    into an acceptable one and never held in memory beyond the limit.
+    """
+    if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return _check_size(request.get_data(cache=False), settings)
+    limit = settings.max_body_bytes
+    body = bytearray()
+    stream = request.input_stream
+    while len(body) <= limit:
+        try:
+            chunk = stream.read(min(_READ_CHUNK, limit + 1 - len(body)))
+        except (OSError, ValueError):
+            raise ClientDisconnected() from None
+        if not chunk:
+            break
+        body += chunk
+    return _check_size(bytes(body), settings)
 
 
 def _check_size(data: bytes, settings: Settings) -> bytes:
@@ -96,7 +140,8 @@ def single_image(request: Request, settings: Settings) -> Upload:
         The upload (filename None for a raw body).
 
     Raises:
-        GatewayError: ``missing_field`` (400) multipart without ``image`` or no body;
+        GatewayError: ``missing_field`` (400) multipart without an ``image`` file (a text field
+            named ``image`` is told to be a file upload) or no body;
             ``invalid_parameter`` (400) more than one ``image``; ``unsupported_media_type``
             (415) another content type; ``payload_too_large`` (413).
     """
@@ -104,13 +149,13 @@ def single_image(request: Request, settings: Settings) -> Upload:
     if mimetype == "multipart/form-data":
         files = request.files.getlist("image")
         if not files:
-            raise GatewayError("missing_field", "multipart field 'image' is missing")
+            raise _missing_file(request, "image")
         if len(files) > 1:
             raise GatewayError("invalid_parameter",
                                "send one 'image' to /predict; use /predict_batch for several")
         return Upload(files[0].filename, _check_size(files[0].read(), settings))
     if mimetype.startswith("image/") or mimetype in _RAW_TYPES:
-        return Upload(None, _check_size(request.get_data(cache=False), settings))
+        return Upload(None, _raw_body(request, settings))
     if not mimetype and not request.content_length:
         raise GatewayError("missing_field", "send an image as multipart field 'image' or as "
                            "the body with an image/* Content-Type")
@@ -130,7 +175,7 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
 
     Raises:
         GatewayError: ``unsupported_media_type`` (415) not multipart; ``missing_field`` (400) no
-            ``images``; ``too_many_images`` (413) more than ``MAX_BATCH_IMAGES``;
+            ``images`` file; ``too_many_images`` (413) more than ``MAX_BATCH_IMAGES``;
             ``payload_too_large`` (413).
     """
     if request.mimetype != "multipart/form-data":
@@ -138,7 +183,7 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
                            "send the images as repeated multipart/form-data field 'images'")
     files = request.files.getlist("images")
     if not files:
-        raise GatewayError("missing_field", "multipart field 'images' is missing")
+        raise _missing_file(request, "images")
     if len(files) > settings.max_batch_images:
         raise GatewayError("too_many_images", f"{len(files)} images sent; the limit is "
                            f"{settings.max_batch_images} per request")

@@ -8,6 +8,7 @@ Every odd input is generated here with Pillow.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
@@ -331,3 +332,40 @@ def test_a_new_version_is_picked_up_with_its_own_labels(tiny_model_base, tmp_pat
     assert second.json["prediction"]["label"] == _expected(data, 2)[0]
     # the cached signature was re-read when version 2 answered (no serving call here: it is down)
     assert app.extensions["gateway"]["model_info"].input_spec().version == 2
+
+
+def _post_chunked(url: str, body: bytes, piece: int = 64 * 1024) -> tuple[int, dict]:
+    """POST a raw image/jpeg body with Transfer-Encoding: chunked (no Content-Length)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        # the server may answer 413 and close before the whole body is sent
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.request("POST", "/predict", encode_chunked=True,
+                               body=(body[i:i + piece] for i in range(0, len(body), piece)),
+                               headers={"Content-Type": "image/jpeg"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("kind", ["dev", "gunicorn"])
+def test_chunked_raw_bodies_are_held_to_the_body_limit(server, tmp_path, kind):
+    limit = 300_000
+    photo = _encode(_gradient(), "JPEG")
+    env = {"SERVING_GRPC_ADDRESS": server.grpc_address, "MAX_BODY_BYTES": str(limit),
+           "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "2"}
+    if kind == "gunicorn":
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")
+    with GatewayProcess(env, server=kind, log_path=tmp_path / "gateway.log") as gateway:
+        status, body = _post_chunked(gateway.url, photo.ljust(limit, b"\0"))
+        assert status == 200
+        assert body["prediction"]["label"] == _expected(photo)[0]
+        for size in (limit + 1, 4 * limit):
+            status, body = _post_chunked(gateway.url, photo.ljust(size, b"\0"))
+            assert status == 413, body
+            assert body["error"]["code"] == "payload_too_large"

@@ -6,16 +6,24 @@ Requests here are refused before any gRPC call, so the app points at a closed po
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import flask
 import numpy as np
 import pytest
+from flask import Request
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.test import EnvironBuilder
 
+from gateway import uploads
 from gateway.app import create_app
 from gateway.errors import STATUS_BY_CODE, GatewayError, from_http_exception, from_image_error
 from gateway.launcher import free_port
 from gateway.predictor import classify_rows
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError
 from preprocessing import UnsupportedFormatError
 
 
@@ -46,10 +54,39 @@ def test_settings_defaults_and_environment():
     ({"TOP_K": "three"}, "TOP_K='three' is not a valid int"),
     ({"MAX_BATCH_IMAGES": "0"}, "MAX_BATCH_IMAGES must be > 0"),
     ({"SERVING_RETRIES": "9"}, "SERVING_RETRIES must be in 0..4"),
+    ({"SERVING_DEADLINE_SECONDS": "nan"}, "SERVING_DEADLINE_SECONDS must be > 0, got nan"),
+    ({"SERVING_RETRY_BACKOFF_SECONDS": "0"}, "SERVING_RETRY_BACKOFF_SECONDS must be > 0, got 0"),
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of DEBUG, INFO"),
 ])
 def test_settings_reject_bad_values(env, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+_REPO = Path(__file__).resolve().parent.parent
+_GUNICORN = [sys.executable, "-m", "gunicorn", "-c", str(_REPO / "gateway/gunicorn.conf.py"),
+             "--bind", "127.0.0.1:0", "gateway.app:create_app()"]
+
+
+@pytest.mark.parametrize(("command", "env", "line"), [
+    ([sys.executable, "-m", "gateway", "--port", "0"], {"TOP_K": "0"},
+     "gateway: bad setting: TOP_K must be > 0, got 0"),
+    ([sys.executable, "-m", "gateway", "--port", "0"], {"MAX_BATCH_IMAGES": "abc"},
+     "gateway: bad setting: MAX_BATCH_IMAGES='abc' is not a valid int"),
+    ([sys.executable, "-m", "gateway", "--port", "0"], {"LOG_LEVEL": "loud"},
+     "gateway: bad setting: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+     "got 'loud'"),
+    (_GUNICORN, {"TOP_K": "0"}, "gateway: bad setting: TOP_K must be > 0, got 0"),
+    (_GUNICORN, {"GUNICORN_WORKERS": "two"},
+     "gateway: bad setting: GUNICORN_WORKERS='two' is not a valid int"),
+], ids=["dev-top_k-0", "dev-batch-abc", "dev-log-level", "gunicorn-top_k-0", "gunicorn-workers"])
+def test_a_bad_setting_stops_start_up_with_one_line_and_status_2(command, env, line, tmp_path):
+    environ = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), **env}
+    result = subprocess.run(command, env=environ, cwd=_REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [line]
+    assert result.stdout == ""
 
 
 def test_error_table_matches_the_contract():
@@ -114,6 +151,61 @@ def test_request_shape_errors(closed_address):
     for response, status, code in cases:
         assert (response.status_code, response.json["error"]["code"]) == (status, code)
         assert set(response.json["error"]) == {"code", "message"}
+
+
+def _chunked_environ(body: bytes) -> dict:
+    """A raw image/jpeg POST /predict without Content-Length, as a server sees a chunked body."""
+    environ = EnvironBuilder(path="/predict", method="POST", input_stream=io.BytesIO(body),
+                             content_type="image/jpeg").get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ["wsgi.input_terminated"] = True  # the server de-chunks and ends the stream
+    return environ
+
+
+@pytest.mark.parametrize(("size", "status"), [(0, None), (1000, None), (1001, 413),
+                                              (5_000_000, 413)])
+def test_a_raw_body_without_content_length_is_bounded_not_truncated(closed_address, size,
+                                                                    status):
+    settings = Settings.from_env({}, grpc_address=closed_address, max_body_bytes=1000)
+    app = create_app(settings, warm_up=False)  # its MAX_CONTENT_LENGTH wraps request.stream
+    environ = _chunked_environ(b"\xff" * size)
+    with app.request_context(environ):
+        if status is None:
+            assert uploads.single_image(flask.request, settings).data == b"\xff" * size
+            return
+        with pytest.raises(GatewayError) as raised:
+            uploads.single_image(flask.request, settings)
+    assert (raised.value.status, raised.value.code) == (413, "payload_too_large")
+    assert environ["wsgi.input"].tell() == 1001  # read one byte past the limit, no more
+
+
+def test_a_chunked_raw_body_over_the_limit_is_413_through_the_app(closed_address):
+    client = _client(closed_address, max_body_bytes=1000)
+    for size in (1001, 40_000):
+        response = client.open(Request(_chunked_environ(b"\0" * size)))
+        assert (response.status_code, response.json["error"]["code"]) == (413,
+                                                                           "payload_too_large")
+
+
+def test_a_text_field_named_image_is_told_to_be_a_file(closed_address):
+    client = _client(closed_address)
+    for path, field in (("/predict", "image"), ("/predict_batch", "images")):
+        response = client.post(path, data={field: "photo.jpg"}, content_type="multipart/form-data")
+        assert (response.status_code, response.json["error"]["code"]) == (400, "missing_field")
+        assert response.json["error"]["message"].startswith(
+            f"multipart field '{field}' must be a file upload")
+
+
+def test_top_k_message_states_both_bounds(closed_address):
+    client = _client(closed_address)
+    for raw in ("0", "1" * 19, "x"):
+        response = client.post("/predict", data=b"x", content_type="image/png",
+                               query_string={"top_k": raw})
+        assert (response.status_code, response.json["error"]["code"]) == (400,
+                                                                           "invalid_parameter")
+        assert response.json["error"]["message"].startswith(
+            "top_k must be an integer from 1 to 999999999999999999 (values above the number "
+            "of classes list every class)")
 
 
 def test_api_key_guards_everything_but_health_and_metrics(closed_address):

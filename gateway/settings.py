@@ -60,7 +60,8 @@ class Settings:
     max_batch_images: int = _env(
         "MAX_BATCH_IMAGES", "most images in one /predict_batch request, else 413", 64)
     predict_chunk_size: int = _env(
-        "PREDICT_CHUNK_SIZE", "most images sent in one gRPC Predict call", 32)
+        "PREDICT_CHUNK_SIZE", "most images sent in one gRPC Predict call (a chunk is sent as soon "
+        "as its images are decoded, overlapping decoding and the model)", 16)
     top_k: int = _env("TOP_K", "default length of the top_k list (query top_k overrides)", 3)
     api_key: str | None = _env(
         "GATEWAY_API_KEY", "if set, every endpoint except /health and /metrics needs X-API-Key",

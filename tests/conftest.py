@@ -36,3 +36,13 @@ def tiny_server(tiny_model_base, tmp_path_factory):
     with ModelServerProcess(["--model_name=fashion", f"--model_base_path={tiny_model_base}"],
                             rest=True, log_path=log) as server:
         yield server
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """The nightly job's folders under ``tmp_path``: incoming (created), processed, quarantine,
+    results, logs (created by the job)."""
+    d = {name: tmp_path / name for name in ("incoming", "processed", "quarantine", "results",
+                                            "logs")}
+    d["incoming"].mkdir()
+    return d

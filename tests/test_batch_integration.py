@@ -77,14 +77,6 @@ def stack(tmp_path_factory):
         yield server, gateway
 
 
-@pytest.fixture
-def dirs(tmp_path):
-    d = {name: tmp_path / name for name in ("incoming", "processed", "quarantine", "results",
-                                            "logs")}
-    d["incoming"].mkdir()
-    return d
-
-
 def place(src: Path | bytes, dest: Path, age: float = 60.0) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(src, bytes):

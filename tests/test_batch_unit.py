@@ -134,14 +134,6 @@ def gateway():
         yield gw
 
 
-@pytest.fixture
-def dirs(tmp_path):
-    d = {name: tmp_path / name for name in ("incoming", "processed", "quarantine", "results",
-                                            "logs")}
-    d["incoming"].mkdir()
-    return d
-
-
 def settings_for(dirs, gateway_url: str, **overrides) -> BatchSettings:
     values = dict(incoming=dirs["incoming"], processed=dirs["processed"],
                   quarantine=dirs["quarantine"], results=dirs["results"], logs=dirs["logs"],

@@ -27,6 +27,7 @@ import numpy as np
 import preprocessing
 from bench import floor, grpc_stage, http_stage
 from bench.stats import ratio
+from serving_api.memory import keep_large_buffers_on_heap
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "fashion"
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-base-path", type=Path, default=ROOT / "models" / MODEL)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/latest.json")
     args = parser.parse_args(argv)
+    # The servers and the gateway run with this; the floor and stage 3's client get it too, so
+    # every stage is measured with the same allocator behaviour.
+    keep_large_buffers_on_heap()
 
     from batch.local import server_args
     from gateway.launcher import GatewayProcess

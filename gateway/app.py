@@ -23,6 +23,7 @@ from gateway.model_info import ModelInfo
 from gateway.predictor import Answer, Predictor
 from gateway.serving_client import AVAILABLE, ServingClient
 from gateway.settings import Settings
+from serving_api.memory import keep_large_buffers_on_heap
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
         ``predictor`` for tests and the process launcher.
     """
     settings = settings if settings is not None else Settings.from_env()
+    keep_large_buffers_on_heap()  # multi-MB Predict requests without fresh page faults per copy
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = Flask("gateway")

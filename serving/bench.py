@@ -31,6 +31,7 @@ import numpy as np
 from serving.launcher import ModelServerProcess
 from serving.versions import versions_on_disk
 from serving_api import protos, tensors
+from serving_api.memory import keep_large_buffers_on_heap
 
 BLOCK = 5
 """Timed calls per block before switching between in-process and gRPC."""
@@ -115,6 +116,7 @@ def measure(base_path: str, model_name: str, repeats: int, log_path: str) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; prints the report as JSON."""
+    keep_large_buffers_on_heap()  # as the server does; applies to both sides measured
     parser = argparse.ArgumentParser(prog="python -m serving.bench", description=__doc__)
     parser.add_argument("--model_base_path", default="models/fashion")
     parser.add_argument("--model_name", default="fashion")

@@ -25,6 +25,7 @@ from serving.config import (
     model_from_flags,
 )
 from serving.ports import PortError, check_free, host_port
+from serving_api.memory import keep_large_buffers_on_heap
 
 log = logging.getLogger("serving")
 
@@ -100,6 +101,7 @@ def run(argv: list[str] | None = None) -> int:
     flags = flags_module.parse(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_large_buffers_on_heap()  # multi-MB requests without fresh page faults per copy
     try:
         models = _initial_models(flags)
         batching = load_batching(flags.batching_parameters_file) if flags.enable_batching else None

@@ -77,10 +77,10 @@ def decide(item: dict[str, Any], min_confidence: float) -> Decision:
     try:
         label = str(item["label"])
         confidence = float(item["confidence"])
-    except (KeyError, TypeError, ValueError):
+        top3 = ";".join(f"{k.get('label')}:{float(k.get('probability', 0.0)):.4f}"
+                        for k in (item.get("top_k") or [])[:3])
+    except (AttributeError, KeyError, TypeError, ValueError):
         return Decision("retry", error_code="bad_response",
-                        error_message=f"prediction without label/confidence: {item!r:.200}")
-    top3 = ";".join(f"{k.get('label')}:{float(k.get('probability', 0.0)):.4f}"
-                    for k in (item.get("top_k") or [])[:3])
+                        error_message=f"malformed prediction: {item!r:.200}")
     outcome = "category" if confidence >= min_confidence else "uncertain"
     return Decision(outcome, category=label, confidence=confidence, top3=top3 or None)

@@ -83,7 +83,8 @@ def seed_incoming(incoming: Path, data_dir: Path) -> int:
 
 
 def _versions(base: Path) -> list[int]:
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()) \
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isascii()
+                  and p.name.isdigit()) \
         if base.is_dir() else []
 
 

@@ -58,7 +58,8 @@ def _test_photos(data_dir: Path, limit: int) -> list[Path]:
 
 
 def _latest_version(base: Path) -> Path:
-    versions = sorted((int(p.name), p) for p in base.iterdir() if p.name.isdigit())
+    versions = sorted((int(p.name), p) for p in base.iterdir()
+                      if p.name.isascii() and p.name.isdigit())
     if not versions:
         raise SystemExit(f"no SavedModel version under {base}: run `make export`")
     return versions[-1][1]

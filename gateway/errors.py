@@ -108,8 +108,10 @@ def from_http_exception(exc: HTTPException) -> GatewayError:
         The GatewayError, keeping werkzeug's status and its ``Allow`` header for 405.
     """
     status = exc.code or 500
-    code = _CODE_BY_WERKZEUG_STATUS.get(status, "internal_error" if status >= 500 else
-                                        "invalid_parameter")
+    code = _CODE_BY_WERKZEUG_STATUS.get(status)
+    if code is None:  # an unlisted werkzeug status: answer with the contract's status of the code
+        code = "internal_error" if status >= 500 else "invalid_parameter"
+        status = STATUS_BY_CODE[code]
     headers = {}
     if status == 405:
         headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}

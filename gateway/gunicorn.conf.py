@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import tempfile
 
 from gateway.settings import Settings, exit_with_bad_setting
@@ -59,13 +58,12 @@ loglevel = _settings.log_level.lower()
 
 
 def on_starting(server: object) -> None:
-    """Empty the metrics folder: values of a previous run must not be summed into this one."""
+    """Remove prometheus-client's files (``*.db``) of a previous run from the metrics folder, so
+    old values are not summed into this run's; nothing else in the folder is touched."""
     os.makedirs(_METRICS_DIR, exist_ok=True)
     for name in os.listdir(_METRICS_DIR):
         path = os.path.join(_METRICS_DIR, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        else:
+        if name.endswith(".db") and os.path.isfile(path):
             os.remove(path)
 
 

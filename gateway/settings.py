@@ -67,7 +67,8 @@ class Settings:
         "GATEWAY_API_KEY", "if set, every endpoint except /health and /metrics needs X-API-Key",
         None)
     decode_threads: int = _env(
-        "DECODE_THREADS", "threads decoding the images of one batch request", 4)
+        "DECODE_THREADS",
+        "threads of the per-process pool that decodes uploads (shared by all requests)", 4)
     log_level: str = _env("LOG_LEVEL", "Python logging level of the gateway", "INFO")
 
     def __post_init__(self) -> None:

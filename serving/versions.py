@@ -26,7 +26,7 @@ def versions_on_disk(base_path: str) -> dict[int, str]:
     except OSError:
         return found
     for entry in entries:
-        if entry.name.isdigit() and entry.is_dir():
+        if entry.name.isascii() and entry.name.isdigit() and entry.is_dir():
             found[int(entry.name)] = entry.path
     return found
 

@@ -319,6 +319,8 @@ def test_decide_rules():
         assert decide({"error": {"code": code, "message": "m"}}, 0.5).outcome == "quarantine"
     assert decide({"error": {"code": "serving_error", "message": "m"}}, 0.5).outcome == "retry"
     assert decide({"index": 0}, 0.5).error_code == "bad_response"
+    for top_k in (["hat"], [{"label": "hat", "probability": None}]):  # malformed, not a crash
+        assert decide({**ok, "top_k": top_k}, 0.5).error_code == "bad_response"
     assert folder_name("t-shirt") == "t-shirt" and folder_name("../etc") == "etc"
     assert folder_name("_uncertain") == "uncertain"
 

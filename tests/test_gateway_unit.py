@@ -15,7 +15,11 @@ import flask
 import numpy as np
 import pytest
 from flask import Request
-from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    MethodNotAllowed,
+    RequestEntityTooLarge,
+    RequestHeaderFieldsTooLarge,
+)
 from werkzeug.test import EnvironBuilder
 
 from gateway import uploads
@@ -102,6 +106,8 @@ def test_error_table_matches_the_contract():
     assert from_http_exception(RequestEntityTooLarge()).body()["code"] == "payload_too_large"
     not_allowed = from_http_exception(MethodNotAllowed(valid_methods=["GET"]))
     assert (not_allowed.status, not_allowed.headers) == (405, {"Allow": "GET"})
+    unlisted = from_http_exception(RequestHeaderFieldsTooLarge())  # 431: not in our table
+    assert (unlisted.code, unlisted.status) == ("invalid_parameter", 400)
 
 
 def test_classify_rows_orders_top_k_and_caps_k():
@@ -247,3 +253,15 @@ def test_metrics_count_requests_and_rejections(closed_address):
                  "gateway_serving_duration_seconds", "gateway_predicted_images_total",
                  "gateway_model_version_responses_total"):
         assert f"# TYPE {name.removesuffix('_total')}" in text
+
+
+def test_gunicorn_start_removes_only_old_metric_files(tmp_path, monkeypatch):
+    import runpy
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "operator-notes.txt").write_text("keep me")
+    (tmp_path / "sub").mkdir()
+    config = runpy.run_path(str(Path(__file__).resolve().parents[1] / "gateway/gunicorn.conf.py"))
+    config["on_starting"](None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["operator-notes.txt", "sub"]

@@ -217,7 +217,7 @@ def test_a_taken_port_is_a_port_error_naming_port_and_address():
 
 # ------------------------------------------------------------------------ versions
 def test_only_integer_folders_are_versions(tmp_path):
-    for name in ("1", "2", "10", ".staging-3", "tmp", "3a"):
+    for name in ("1", "2", "10", ".staging-3", "tmp", "3a", "\u00b2", "\u0661"):  # ², Arabic 1
         (tmp_path / name).mkdir()
     (tmp_path / "4").write_text("a file, not a folder")
     assert sorted(versions_on_disk(str(tmp_path))) == [1, 2, 10]

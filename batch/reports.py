@@ -168,11 +168,19 @@ def _histogram_png(confidences: pd.Series) -> bytes:
     return buf.getvalue()
 
 
+_MAX_PREVIEW_BYTES = 32 * 1024 * 1024
+
+
 def _thumbnail_tag(path: str, caption: str) -> str:
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
+
+    import preprocessing
 
     try:
-        with Image.open(path) as im:
+        # Quarantined files are untrusted: the shared opener refuses oversized pixel counts
+        # before anything is decoded, as the gateway does.
+        data = Path(path).read_bytes() if os.path.getsize(path) <= _MAX_PREVIEW_BYTES else b""
+        with preprocessing.open_image(data) as im:
             im.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
             im = ImageOps.exif_transpose(im).convert("RGB")
             buf = io.BytesIO()

@@ -596,3 +596,21 @@ def test_a_second_concurrent_run_exits_2(gateway, dirs):
 def test_bad_configuration_exits_2(gateway, dirs):
     result = run(settings_for(dirs, gateway.url, processed=dirs["incoming"] / "out"))
     assert result.exit_code == 2 and "inside --incoming" in result.message
+
+
+def test_report_preview_refuses_a_decompression_bomb_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    bomb = tmp_path / "bomb.png"  # header declares 12000 x 12000 RGB, no pixel data
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000,
+                                                                       8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    assert "no preview" in reports._thumbnail_tag(str(bomb), "bomb.png")
+    good = tmp_path / "ok.png"
+    Image.new("RGB", (300, 200), (200, 10, 10)).save(good)
+    assert "data:image/jpeg;base64," in reports._thumbnail_tag(str(good), "ok.png")

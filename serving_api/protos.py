@@ -20,14 +20,18 @@ Usage::
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import importlib.util
 import sys
 import types
+from collections.abc import Iterator
 
 
-def _import_messages_without_runtime() -> None:
-    if "tensorflow" in sys.modules:
+@contextlib.contextmanager
+def _without_runtime() -> Iterator[None]:
+    """Inside this block, ``tensorflow.*`` submodules load without ``tensorflow/__init__``."""
+    if "tensorflow" in sys.modules:  # the real package is loaded already: use it as it is
+        yield
         return
     spec = importlib.util.find_spec("tensorflow")
     if spec is None or not spec.submodule_search_locations:
@@ -39,8 +43,7 @@ def _import_messages_without_runtime() -> None:
     bare.__path__ = list(spec.submodule_search_locations)
     sys.modules["tensorflow"] = bare
     try:
-        for name in _MODULES.values():
-            importlib.import_module(name)
+        yield
     finally:
         # Give the name back: a later `import tensorflow` then loads the real package, which reuses
         # the *_pb2 modules already in sys.modules (same files, same descriptors).
@@ -48,37 +51,27 @@ def _import_messages_without_runtime() -> None:
             del sys.modules["tensorflow"]
 
 
-_MODULES = {
-    "tensor_pb2": "tensorflow.core.framework.tensor_pb2",
-    "tensor_shape_pb2": "tensorflow.core.framework.tensor_shape_pb2",
-    "types_pb2": "tensorflow.core.framework.types_pb2",
-    "meta_graph_pb2": "tensorflow.core.protobuf.meta_graph_pb2",
-    "model_pb2": "tensorflow_serving.apis.model_pb2",
-    "predict_pb2": "tensorflow_serving.apis.predict_pb2",
-    "get_model_metadata_pb2": "tensorflow_serving.apis.get_model_metadata_pb2",
-    "get_model_status_pb2": "tensorflow_serving.apis.get_model_status_pb2",
-    "prediction_log_pb2": "tensorflow_serving.apis.prediction_log_pb2",
-    "prediction_service_pb2_grpc": "tensorflow_serving.apis.prediction_service_pb2_grpc",
-    "model_service_pb2_grpc": "tensorflow_serving.apis.model_service_pb2_grpc",
-    "model_server_config_pb2": "tensorflow_serving.config.model_server_config_pb2",
-    "model_management_pb2": "tensorflow_serving.apis.model_management_pb2",
-}
+with _without_runtime():
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorflow.core.protobuf import meta_graph_pb2
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_management_pb2,
+        model_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_log_pb2,
+        prediction_service_pb2_grpc,
+    )
+    from tensorflow_serving.config import model_server_config_pb2
 
-_import_messages_without_runtime()
-
-tensor_pb2 = importlib.import_module(_MODULES["tensor_pb2"])
-tensor_shape_pb2 = importlib.import_module(_MODULES["tensor_shape_pb2"])
-types_pb2 = importlib.import_module(_MODULES["types_pb2"])
-meta_graph_pb2 = importlib.import_module(_MODULES["meta_graph_pb2"])
-model_pb2 = importlib.import_module(_MODULES["model_pb2"])
-predict_pb2 = importlib.import_module(_MODULES["predict_pb2"])
-get_model_metadata_pb2 = importlib.import_module(_MODULES["get_model_metadata_pb2"])
-get_model_status_pb2 = importlib.import_module(_MODULES["get_model_status_pb2"])
-prediction_log_pb2 = importlib.import_module(_MODULES["prediction_log_pb2"])
-prediction_service_pb2_grpc = importlib.import_module(_MODULES["prediction_service_pb2_grpc"])
-model_service_pb2_grpc = importlib.import_module(_MODULES["model_service_pb2_grpc"])
-model_server_config_pb2 = importlib.import_module(_MODULES["model_server_config_pb2"])
-model_management_pb2 = importlib.import_module(_MODULES["model_management_pb2"])
+__all__ = [
+    "get_model_metadata_pb2", "get_model_status_pb2", "meta_graph_pb2", "model_management_pb2",
+    "model_pb2", "model_server_config_pb2", "model_service_pb2_grpc", "predict_pb2",
+    "prediction_log_pb2", "prediction_service_pb2_grpc", "runtime_loaded", "tensor_pb2",
+    "tensor_shape_pb2", "types_pb2",
+]
 
 RUNTIME_MODULES = ("tensorflow.python", "tensorflow.python.pywrap_tensorflow", "keras")
 """Modules whose presence in ``sys.modules`` means the TensorFlow runtime was loaded."""

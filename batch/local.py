@@ -82,12 +82,6 @@ def seed_incoming(incoming: Path, data_dir: Path) -> int:
     return copied
 
 
-def _versions(base: Path) -> list[int]:
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isascii()
-                  and p.name.isdigit()) \
-        if base.is_dir() else []
-
-
 SERVER_FLAGS = ("--tensorflow_intra_op_parallelism=1",)
 """Model-server flags of the local stack. On a 2-core host shared with the gateway, one TF thread
 per model call leaves the other core to image decoding: measured here, the nightly job went from
@@ -152,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs = ROOT / "logs"
     logs.mkdir(exist_ok=True)
 
-    if not _versions(ROOT / "models" / MODEL_NAME):
+    from serving.versions import versions_on_disk  # the server's own rule for version folders
+
+    if not versions_on_disk(str(ROOT / "models" / MODEL_NAME)):
         _say(f"no model version under models/{MODEL_NAME}/: run `make train export` first")
         return EXIT_UNAVAILABLE
 

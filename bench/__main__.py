@@ -27,6 +27,7 @@ import numpy as np
 import preprocessing
 from bench import floor, grpc_stage, http_stage
 from bench.stats import ratio
+from serving.versions import versions_on_disk
 from serving_api.memory import keep_large_buffers_on_heap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,11 +59,10 @@ def _test_photos(data_dir: Path, limit: int) -> list[Path]:
 
 
 def _latest_version(base: Path) -> Path:
-    versions = sorted((int(p.name), p) for p in base.iterdir()
-                      if p.name.isascii() and p.name.isdigit())
+    versions = versions_on_disk(str(base))  # the server's own rule for version folders
     if not versions:
         raise SystemExit(f"no SavedModel version under {base}: run `make export`")
-    return versions[-1][1]
+    return Path(versions[max(versions)])
 
 
 def _gateway_probe(env: dict[str, str], photo: Path) -> dict:

@@ -134,9 +134,11 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
         body, content_type = metrics.render()
         return Response(body, content_type=content_type)
 
+    api_document = openapi.document(settings, __version__)  # fixed for the app's lifetime
+
     @app.get("/openapi.json", endpoint="openapi")
     def openapi_document() -> Response:
-        return jsonify(openapi.document(settings, __version__))
+        return jsonify(api_document)
 
     @app.post("/predict")
     def predict() -> Response:

@@ -2,8 +2,9 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-FASHION_DATA_DIR ?= $(firstword $(wildcard ../shared/data/clothing-dataset-small) data/clothing-dataset-small)
-FASHION_WEIGHTS_DIR ?= $(firstword $(wildcard ../shared/weights) weights)
+# Absolute, because they are exported to programs that may run in other folders.
+FASHION_DATA_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/clothing-dataset-small) data/clothing-dataset-small))
+FASHION_WEIGHTS_DIR ?= $(abspath $(firstword $(wildcard ../shared/weights) weights))
 export FASHION_DATA_DIR FASHION_WEIGHTS_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("FASHION_DATA_DIR",
-                               ROOT.parent / "shared/data/clothing-dataset-small"))
+                               ROOT.parent / "shared/data/clothing-dataset-small")).resolve()
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -33,7 +33,8 @@ def test_make_run_in_a_fresh_clone_files_every_seeded_photo(tmp_path):
     result = subprocess.run(["make", "run"], cwd=clone, env=env, capture_output=True, text=True,
                             timeout=1500)
     output = result.stdout + result.stderr
-    assert result.returncode in (0, 1), output[-4000:]
+    ours = "\n".join(line for line in result.stdout.splitlines() if line.startswith("[make run]"))
+    assert result.returncode in (0, 1), f"{ours}\n--- stderr tail:\n{result.stderr[-2000:]}"
 
     seeded = _images(DATA_DIR / "test")
     assert len(seeded) == 372

@@ -21,8 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 all filed, 1 some quarantined or left for retry, 2 gateway unavailable,
         bad configuration or another run holding the lock (see ``--help``).
     """
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
     try:
         _command, settings = parse_settings(argv, os.environ)
     except ConfigError as exc:

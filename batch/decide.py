@@ -11,9 +11,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-QUARANTINE_CODES = frozenset({
-    "empty_file", "not_an_image", "corrupt_image", "unsupported_format", "image_too_large",
-})
+QUARANTINE_CODES = frozenset(
+    {
+        "empty_file",
+        "not_an_image",
+        "corrupt_image",
+        "unsupported_format",
+        "image_too_large",
+    }
+)
 """Item error codes that mean the file itself is bad (CONTRACTS.md section 5): quarantine."""
 
 UNCERTAIN_FOLDER = "_uncertain"
@@ -77,10 +83,13 @@ def decide(item: dict[str, Any], min_confidence: float) -> Decision:
     try:
         label = str(item["label"])
         confidence = float(item["confidence"])
-        top3 = ";".join(f"{k.get('label')}:{float(k.get('probability', 0.0)):.4f}"
-                        for k in (item.get("top_k") or [])[:3])
+        top3 = ";".join(
+            f"{k.get('label')}:{float(k.get('probability', 0.0)):.4f}"
+            for k in (item.get("top_k") or [])[:3]
+        )
     except (AttributeError, KeyError, TypeError, ValueError):
-        return Decision("retry", error_code="bad_response",
-                        error_message=f"malformed prediction: {item!r:.200}")
+        return Decision(
+            "retry", error_code="bad_response", error_message=f"malformed prediction: {item!r:.200}"
+        )
     outcome = "category" if confidence >= min_confidence else "uncertain"
     return Decision(outcome, category=label, confidence=confidence, top3=top3 or None)

@@ -26,11 +26,18 @@ import threading
 
 ENV_VAR = "FASHION_BATCH_FAILPOINT"
 
-POINTS = frozenset({
-    "after_classify", "before_move", "during_copy", "after_copy_before_link",
-    "after_link_before_unlink", "after_move_before_ledger", "before_reports",
-    "after_reports",
-})
+POINTS = frozenset(
+    {
+        "after_classify",
+        "before_move",
+        "during_copy",
+        "after_copy_before_link",
+        "after_link_before_unlink",
+        "after_move_before_ledger",
+        "before_reports",
+        "after_reports",
+    }
+)
 
 _lock = threading.Lock()
 _hits: dict[str, int] = {}

@@ -183,8 +183,10 @@ def _remove_source(src: Path, dest: Path) -> None:
             os.unlink(dest)
         fsync_dir(dest.parent)
         raise SourceNotRemovableError(
-            exc.errno, f"cannot remove {display_path(src)} from incoming ({exc.strerror}); "
-            f"the copy at the destination was removed") from exc
+            exc.errno,
+            f"cannot remove {display_path(src)} from incoming ({exc.strerror}); "
+            f"the copy at the destination was removed",
+        ) from exc
     fsync_dir(src.parent)
 
 

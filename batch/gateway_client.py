@@ -98,9 +98,16 @@ class GatewayClient:
         sleep: the wait function (tests may pass a recorder).
     """
 
-    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 120.0,
-                 retries: int = 3, backoff: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"X-API-Key": api_key} if api_key else {}
         self._timeout = timeout
@@ -135,8 +142,9 @@ class GatewayClient:
         last = "no answer"
         while True:
             try:
-                resp = self._session().get(f"{self.base_url}/health",
-                                           timeout=min(self._timeout, max(poll, 5.0)))
+                resp = self._session().get(
+                    f"{self.base_url}/health", timeout=min(self._timeout, max(poll, 5.0))
+                )
                 if resp.status_code == 200:
                     try:
                         return resp.json()
@@ -147,11 +155,16 @@ class GatewayClient:
                 last = f"{type(exc).__name__}: {exc}"
             if time.monotonic() + poll > deadline:
                 raise GatewayUnavailableError(
-                    f"gateway {self.base_url} not healthy after {timeout:g} s (last: {last})")
+                    f"gateway {self.base_url} not healthy after {timeout:g} s (last: {last})"
+                )
             self._sleep(poll)
 
-    def predict_batch(self, items: Sequence[tuple[str, bytes]], top_k: int = 3,
-                      should_stop: Callable[[], bool] = lambda: False) -> BatchAnswer:
+    def predict_batch(
+        self,
+        items: Sequence[tuple[str, bytes]],
+        top_k: int = 3,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> BatchAnswer:
         """Classifies images with one ``POST /predict_batch`` (retried on transient failures).
 
         Args:
@@ -169,15 +182,20 @@ class GatewayClient:
                 whose body is not the documented shape or has the wrong number of predictions.
             RejectedRequestError: a 4xx status for the whole request.
         """
-        files = [("images", (name, data, mimetypes.guess_type(name)[0]
-                             or "application/octet-stream")) for name, data in items]
+        files = [
+            ("images", (name, data, mimetypes.guess_type(name)[0] or "application/octet-stream"))
+            for name, data in items
+        ]
         attempt = 0
         while True:
-            wait = self._backoff * (2 ** attempt)
+            wait = self._backoff * (2**attempt)
             try:
-                resp = self._session().post(f"{self.base_url}/predict_batch",
-                                            params={"top_k": top_k}, files=files,
-                                            timeout=self._timeout)
+                resp = self._session().post(
+                    f"{self.base_url}/predict_batch",
+                    params={"top_k": top_k},
+                    files=files,
+                    timeout=self._timeout,
+                )
             except requests.Timeout as exc:
                 error = TransientGatewayError("timeout", f"/predict_batch timed out: {exc}")
             except requests.RequestException as exc:
@@ -207,7 +225,9 @@ class GatewayClient:
             raise TransientGatewayError("bad_response", f"unexpected body: {exc}") from exc
         if len(predictions) != expected:
             raise TransientGatewayError(
-                "bad_response", f"{len(predictions)} predictions for {expected} images")
+                "bad_response", f"{len(predictions)} predictions for {expected} images"
+            )
         version = model.get("version")
-        return BatchAnswer(model.get("name"), int(version) if version is not None else None,
-                           predictions)
+        return BatchAnswer(
+            model.get("name"), int(version) if version is not None else None, predictions
+        )

@@ -176,12 +176,15 @@ class Ledger:
         """Records the end of a run whose reports are written (the reports' commit point)."""
         self._db.execute(
             "UPDATE runs SET finished_at = ?, exit_code = ?, reports_done = 1, report_csv = ? "
-            "WHERE run_id = ?", (utc_now(), exit_code, report_csv, run_id))
+            "WHERE run_id = ?",
+            (utc_now(), exit_code, report_csv, run_id),
+        )
 
     def unfinished_runs(self) -> list[tuple[str, str | None]]:
         """Runs whose reports were never confirmed: ``[(run_id, report_csv_or_None)]``."""
         rows = self._db.execute(
-            "SELECT run_id, report_csv FROM runs WHERE reports_done = 0").fetchall()
+            "SELECT run_id, report_csv FROM runs WHERE reports_done = 0"
+        ).fetchall()
         return [(r["run_id"], r["report_csv"]) for r in rows]
 
     def set_report_path(self, run_id: str, report_csv: str) -> None:
@@ -198,8 +201,9 @@ class Ledger:
         Returns:
             Number of rows released.
         """
-        cur = self._db.execute("UPDATE files SET reported_run = NULL WHERE reported_run = ?",
-                               (run_id,))
+        cur = self._db.execute(
+            "UPDATE files SET reported_run = NULL WHERE reported_run = ?", (run_id,)
+        )
         self._db.execute("UPDATE runs SET reports_done = 1 WHERE run_id = ?", (run_id,))
         return cur.rowcount
 
@@ -226,8 +230,9 @@ class Ledger:
 
     def active_for(self, source: str) -> FileRow | None:
         """The active row for a source path, if any."""
-        rows = self._select("source = ? AND state IN ('discovered', 'classified', 'moving')",
-                            (_db_path(source),))
+        rows = self._select(
+            "source = ? AND state IN ('discovered', 'classified', 'moving')", (_db_path(source),)
+        )
         return rows[0] if rows else None
 
     def discover(self, source: str, sha256: str, size_bytes: int, run_id: str) -> FileRow:
@@ -255,7 +260,8 @@ class Ledger:
             cur = self._db.execute(
                 "INSERT INTO files(source, sha256, size_bytes, state, discovered_run, last_run, "
                 "updated_at) VALUES (?, ?, ?, 'discovered', ?, ?, ?)",
-                (_db_path(source), sha256, size_bytes, run_id, run_id, now))
+                (_db_path(source), sha256, size_bytes, run_id, run_id, now),
+            )
             return self.get(cur.lastrowid)
         if row.state == "moving":
             raise ValueError(f"row {row.id} is moving; recover before scanning")
@@ -267,46 +273,81 @@ class Ledger:
                 "outcome = NULL, category = NULL, confidence = NULL, top3 = NULL, "
                 "model_version = NULL, error_code = NULL, error_message = NULL, "
                 "last_run = ?, updated_at = ? WHERE id = ?",
-                (sha256, size_bytes, run_id, now, row.id))
+                (sha256, size_bytes, run_id, now, row.id),
+            )
         return self.get(row.id)
 
-    def classify(self, row_id: int, *, outcome: str, category: str | None,
-                 confidence: float | None, top3: str | None, model_version: int | None,
-                 error_code: str | None, error_message: str | None, run_id: str) -> None:
+    def classify(
+        self,
+        row_id: int,
+        *,
+        outcome: str,
+        category: str | None,
+        confidence: float | None,
+        top3: str | None,
+        model_version: int | None,
+        error_code: str | None,
+        error_message: str | None,
+        run_id: str,
+    ) -> None:
         """Stores the gateway's final answer for a file (state ``classified``)."""
         self._db.execute(
             "UPDATE files SET state = 'classified', outcome = ?, category = ?, confidence = ?, "
             "top3 = ?, model_version = ?, error_code = ?, error_message = ?, "
             "attempts = attempts + 1, last_run = ?, updated_at = ? WHERE id = ?",
-            (outcome, category, confidence, top3, model_version, error_code,
-             _db_text(error_message), run_id, utc_now(), row_id))
+            (
+                outcome,
+                category,
+                confidence,
+                top3,
+                model_version,
+                error_code,
+                _db_text(error_message),
+                run_id,
+                utc_now(),
+                row_id,
+            ),
+        )
 
     def defer(self, row_id: int, error_code: str, error_message: str, run_id: str) -> None:
         """Records a transient failure: the file stays ``discovered`` for the next run."""
         self._db.execute(
             "UPDATE files SET error_code = ?, error_message = ?, attempts = attempts + 1, "
             "last_run = ?, updated_at = ? WHERE id = ?",
-            (error_code, _db_text(error_message), run_id, utc_now(), row_id))
+            (error_code, _db_text(error_message), run_id, utc_now(), row_id),
+        )
 
     def add_note(self, row_id: int, note: str, run_id: str) -> None:
         """Records why a classified file could not be moved this run (it stays in incoming)."""
-        self._db.execute("UPDATE files SET note = ?, last_run = ?, updated_at = ? WHERE id = ?",
-                         (_db_text(note), run_id, utc_now(), row_id))
+        self._db.execute(
+            "UPDATE files SET note = ?, last_run = ?, updated_at = ? WHERE id = ?",
+            (_db_text(note), run_id, utc_now(), row_id),
+        )
 
     def start_move(self, row_id: int, destination: str) -> None:
         """Records the chosen destination *before* the move (state ``moving``)."""
         self._db.execute(
             "UPDATE files SET state = 'moving', destination = ?, updated_at = ? WHERE id = ?",
-            (_db_path(destination), utc_now(), row_id))
+            (_db_path(destination), utc_now(), row_id),
+        )
 
     def undo_move(self, row_id: int) -> None:
         """Back to ``classified``: the file is still (only) in incoming."""
         self._db.execute(
             "UPDATE files SET state = 'classified', destination = NULL, updated_at = ? "
-            "WHERE id = ?", (utc_now(), row_id))
+            "WHERE id = ?",
+            (utc_now(), row_id),
+        )
 
-    def finish(self, row_id: int, state: str, run_id: str, *, error_code: str | None = None,
-               error_message: str | None = None) -> None:
+    def finish(
+        self,
+        row_id: int,
+        state: str,
+        run_id: str,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
         """Puts a row in a terminal state (``filed``, ``quarantined`` or ``vanished``).
 
         Raises:
@@ -317,8 +358,9 @@ class Ledger:
         self._db.execute(
             "UPDATE files SET state = ?, done_run = ?, last_run = ?, updated_at = ?, "
             "error_code = COALESCE(?, error_code), error_message = COALESCE(?, error_message) "
-            "WHERE id = ?", (state, run_id, run_id, utc_now(), error_code, _db_text(error_message),
-                             row_id))
+            "WHERE id = ?",
+            (state, run_id, run_id, utc_now(), error_code, _db_text(error_message), row_id),
+        )
 
     # -- reports ---------------------------------------------------------------------------
     def claim_for_report(self, run_id: str) -> list[FileRow]:
@@ -331,7 +373,11 @@ class Ledger:
         """
         self._db.execute(
             "UPDATE files SET reported_run = ? WHERE reported_run IS NULL AND state IN "
-            "('filed', 'quarantined', 'vanished')", (run_id,))
+            "('filed', 'quarantined', 'vanished')",
+            (run_id,),
+        )
         return self._select(
             "reported_run = ? OR (last_run = ? AND state IN "
-            "('discovered', 'classified', 'moving'))", (run_id, run_id))
+            "('discovered', 'classified', 'moving'))",
+            (run_id, run_id),
+        )

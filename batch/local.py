@@ -39,8 +39,13 @@ def _say(message: str) -> None:
 def _images_under(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
 
 
 def default_data_dir() -> Path:
@@ -100,15 +105,26 @@ def _start_stack(stack: ExitStack, logs: Path, *, fixed_ports: bool):
 
     base = ROOT / "models" / MODEL_NAME
     started = time.monotonic()
-    server = stack.enter_context(ModelServerProcess(
-        server_args(base),
-        port=8500 if fixed_ports else None, rest=True, rest_port=8501 if fixed_ports else None,
-        log_path=logs / "serving.log"))
-    _say(f"model server ready on {server.grpc_address} (REST {server.rest_url}) in "
-         f"{time.monotonic() - started:.1f} s; log {logs / 'serving.log'}")
-    gateway = stack.enter_context(GatewayProcess(
-        {"SERVING_GRPC_ADDRESS": server.grpc_address, "MODEL_NAME": MODEL_NAME},
-        port=8080 if fixed_ports else None, log_path=logs / "gateway.log"))
+    server = stack.enter_context(
+        ModelServerProcess(
+            server_args(base),
+            port=8500 if fixed_ports else None,
+            rest=True,
+            rest_port=8501 if fixed_ports else None,
+            log_path=logs / "serving.log",
+        )
+    )
+    _say(
+        f"model server ready on {server.grpc_address} (REST {server.rest_url}) in "
+        f"{time.monotonic() - started:.1f} s; log {logs / 'serving.log'}"
+    )
+    gateway = stack.enter_context(
+        GatewayProcess(
+            {"SERVING_GRPC_ADDRESS": server.grpc_address, "MODEL_NAME": MODEL_NAME},
+            port=8080 if fixed_ports else None,
+            log_path=logs / "gateway.log",
+        )
+    )
     _say(f"gateway healthy on {gateway.url}; log {logs / 'gateway.log'}")
     return server, gateway
 
@@ -117,12 +133,18 @@ def _print_summary(report_dir: Path | None) -> None:
     if report_dir is None or not (report_dir / "summary.json").is_file():
         return
     summary = json.loads((report_dir / "summary.json").read_text())
-    _say(f"run {summary['run_id']}: {summary['files']} files in {summary['duration_seconds']} s "
-         f"({summary['images_per_second']} images/s), model version(s) {summary['model_versions']}")
-    print("    per category:  " + ", ".join(
-        f"{k} {v}" for k, v in sorted(summary["counts_by_category"].items())))
-    print("    per status:    " + ", ".join(
-        f"{k} {v}" for k, v in sorted(summary["counts_by_status"].items())))
+    _say(
+        f"run {summary['run_id']}: {summary['files']} files in {summary['duration_seconds']} s "
+        f"({summary['images_per_second']} images/s), model version(s) {summary['model_versions']}"
+    )
+    print(
+        "    per category:  "
+        + ", ".join(f"{k} {v}" for k, v in sorted(summary["counts_by_category"].items()))
+    )
+    print(
+        "    per status:    "
+        + ", ".join(f"{k} {v}" for k, v in sorted(summary["counts_by_status"].items()))
+    )
     for name in ("report.csv", "summary.json", "report.html"):
         _say(f"report: {report_dir / name}")
 
@@ -136,11 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The process exit code (see the module docstring).
     """
-    parser = argparse.ArgumentParser(prog="python -m batch.local", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--serve", action="store_true",
-                        help="serve in the foreground (gRPC 8500, REST 8501, gateway 8080) "
-                             "until Ctrl-C instead of running the job")
+    parser = argparse.ArgumentParser(
+        prog="python -m batch.local",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve in the foreground (gRPC 8500, REST 8501, gateway 8080) "
+        "until Ctrl-C instead of running the job",
+    )
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     logs = ROOT / "logs"
@@ -170,12 +198,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeded = seed_incoming(settings.incoming, data_dir)
     except FileNotFoundError:
         _say(f"{settings.incoming}/ holds no image and there is no data set at {data_dir}.")
-        _say(f"Get it with: git clone {DATASET_REPO} && export FASHION_DATA_DIR=$PWD/"
-             "clothing-dataset-small   (or drop your own photos into data/incoming/)")
+        _say(
+            f"Get it with: git clone {DATASET_REPO} && export FASHION_DATA_DIR=$PWD/"
+            "clothing-dataset-small   (or drop your own photos into data/incoming/)"
+        )
         return EXIT_UNAVAILABLE
     if seeded:
-        _say(f"{settings.incoming}/ was empty: copied the {seeded} test-split photos of "
-             f"{data_dir} there")
+        _say(
+            f"{settings.incoming}/ was empty: copied the {seeded} test-split photos of "
+            f"{data_dir} there"
+        )
 
     from batch.runner import run
 

@@ -30,13 +30,33 @@ HISTOGRAM_NAME = "confidence.png"
 SIDECAR_SUFFIX = ".reason.json"
 """Quarantined ``x.jpg`` gets ``x.jpg.reason.json`` beside it."""
 
-COLUMNS = ["run_id", "original_path", "destination", "status", "category", "confidence", "top3",
-           "model_version", "sha256", "size_bytes", "timestamp", "error"]
+COLUMNS = [
+    "run_id",
+    "original_path",
+    "destination",
+    "status",
+    "category",
+    "confidence",
+    "top3",
+    "model_version",
+    "sha256",
+    "size_bytes",
+    "timestamp",
+    "error",
+]
 """CSV columns, in order. ``error`` is ``code: message``; ``timestamp`` is the row's last
 ledger change (ISO 8601 UTC); ``confidence`` is the top-1 probability in [0, 1]."""
 
-STATUSES = ("filed", "uncertain", "quarantined", "left_in_incoming", "vanished",
-            "would_file", "would_be_uncertain", "would_quarantine")
+STATUSES = (
+    "filed",
+    "uncertain",
+    "quarantined",
+    "left_in_incoming",
+    "vanished",
+    "would_file",
+    "would_be_uncertain",
+    "would_quarantine",
+)
 """Values of the ``status`` column (``would_*`` only in a dry run)."""
 
 THUMBNAIL_PX = 128
@@ -50,12 +70,18 @@ def _status(row: FileRow, dry_run: bool) -> str:
         return row.state
     if dry_run and row.state == "classified":
         return {"category": "would_file", "uncertain": "would_be_uncertain"}.get(
-            row.outcome or "", "would_quarantine")
+            row.outcome or "", "would_quarantine"
+        )
     return "left_in_incoming"
 
 
-def build_table(rows: Iterable[FileRow], run_id: str, *, dry_run: bool = False,
-                planned: dict[int, str] | None = None) -> pd.DataFrame:
+def build_table(
+    rows: Iterable[FileRow],
+    run_id: str,
+    *,
+    dry_run: bool = False,
+    planned: dict[int, str] | None = None,
+) -> pd.DataFrame:
     """The CSV's rows.
 
     Args:
@@ -72,21 +98,34 @@ def build_table(rows: Iterable[FileRow], run_id: str, *, dry_run: bool = False,
     records = []
     for r in rows:
         status = _status(r, dry_run)
-        dest = planned.get(r.id, "") if dry_run else (
-            r.destination or "" if status not in ("left_in_incoming", "vanished") else "")
+        dest = (
+            planned.get(r.id, "")
+            if dry_run
+            else (r.destination or "" if status not in ("left_in_incoming", "vanished") else "")
+        )
         error = f"{r.error_code}: {r.error_message}" if r.error_code else ""
         if r.note and r.state == "classified":
             error = r.note
-        records.append({
-            "run_id": run_id, "original_path": display_path(r.source),
-            "destination": display_path(dest),
-            "status": status, "category": r.category or "", "confidence": r.confidence,
-            "top3": r.top3 or "", "model_version": r.model_version, "sha256": r.sha256,
-            "size_bytes": r.size_bytes, "timestamp": r.updated_at,
-            "error": error.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")})
+        records.append(
+            {
+                "run_id": run_id,
+                "original_path": display_path(r.source),
+                "destination": display_path(dest),
+                "status": status,
+                "category": r.category or "",
+                "confidence": r.confidence,
+                "top3": r.top3 or "",
+                "model_version": r.model_version,
+                "sha256": r.sha256,
+                "size_bytes": r.size_bytes,
+                "timestamp": r.updated_at,
+                "error": error.encode("utf-8", "surrogateescape").decode(
+                    "utf-8", "backslashreplace"
+                ),
+            }
+        )
     table = pd.DataFrame.from_records(records, columns=COLUMNS)
-    return table.astype({"model_version": "Int64", "size_bytes": "Int64",
-                         "confidence": "float64"})
+    return table.astype({"model_version": "Int64", "size_bytes": "Int64", "confidence": "float64"})
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -113,8 +152,15 @@ def write_sidecar(quarantined: Path, info: dict[str, Any]) -> Path:
     return path
 
 
-def summarise(table: pd.DataFrame, *, run_id: str, duration: float, images_sent: int,
-              exit_code: int, dry_run: bool) -> dict[str, Any]:
+def summarise(
+    table: pd.DataFrame,
+    *,
+    run_id: str,
+    duration: float,
+    images_sent: int,
+    exit_code: int,
+    dry_run: bool,
+) -> dict[str, Any]:
     """The JSON summary.
 
     Args:
@@ -139,16 +185,28 @@ def summarise(table: pd.DataFrame, *, run_id: str, duration: float, images_sent:
         by_category["_uncertain"] = uncertain
     conf = table["confidence"].dropna()
     stats: dict[str, float | int | None] = {"count": int(conf.size)}
-    for name, value in (("mean", conf.mean()), ("std", conf.std()), ("min", conf.min()),
-                        ("p25", conf.quantile(0.25)), ("median", conf.median()),
-                        ("p75", conf.quantile(0.75)), ("max", conf.max())):
+    for name, value in (
+        ("mean", conf.mean()),
+        ("std", conf.std()),
+        ("min", conf.min()),
+        ("p25", conf.quantile(0.25)),
+        ("median", conf.median()),
+        ("p75", conf.quantile(0.75)),
+        ("max", conf.max()),
+    ):
         stats[name] = None if conf.empty or math.isnan(value) else round(float(value), 6)
     versions = sorted({int(v) for v in table["model_version"].dropna()})
     return {
-        "run_id": run_id, "dry_run": dry_run, "exit_code": exit_code,
-        "files": len(table), "counts_by_status": by_status, "counts_by_category": by_category,
-        "confidence": stats, "model_versions": versions,
-        "duration_seconds": round(duration, 3), "images_sent": images_sent,
+        "run_id": run_id,
+        "dry_run": dry_run,
+        "exit_code": exit_code,
+        "files": len(table),
+        "counts_by_status": by_status,
+        "counts_by_category": by_category,
+        "confidence": stats,
+        "model_versions": versions,
+        "duration_seconds": round(duration, 3),
+        "images_sent": images_sent,
         "images_per_second": round(images_sent / duration, 3) if duration > 0 else None,
     }
 
@@ -193,45 +251,64 @@ def _thumbnail_tag(path: str, caption: str) -> str:
 
 
 def _html(table: pd.DataFrame, summary: dict[str, Any], has_histogram: bool) -> str:
-    counts = pd.DataFrame(sorted(summary["counts_by_category"].items()),
-                          columns=["category", "images"])
-    statuses = pd.DataFrame(sorted(summary["counts_by_status"].items()),
-                            columns=["status", "files"])
+    counts = pd.DataFrame(
+        sorted(summary["counts_by_category"].items()), columns=["category", "images"]
+    )
+    statuses = pd.DataFrame(
+        sorted(summary["counts_by_status"].items()), columns=["status", "files"]
+    )
     thumbs = []
     for status in ("uncertain", "would_be_uncertain", "quarantined", "would_quarantine"):
         part = table[table["status"] == status]
         for _, r in part.iterrows():
             if len(thumbs) >= MAX_THUMBNAILS:
                 break
-            where = r["destination"] if r["destination"] and os.path.exists(
-                r["destination"]) else r["original_path"]
-            detail = (f"{r['category']} {r['confidence']:.2f}" if status.endswith("uncertain")
-                      else r["error"].split(":")[0])
+            where = (
+                r["destination"]
+                if r["destination"] and os.path.exists(r["destination"])
+                else r["original_path"]
+            )
+            detail = (
+                f"{r['category']} {r['confidence']:.2f}"
+                if status.endswith("uncertain")
+                else r["error"].split(":")[0]
+            )
             thumbs.append(_thumbnail_tag(where, f"{os.path.basename(where)} - {detail}"))
-    hist = (f'<img src="{HISTOGRAM_NAME}" alt="confidence histogram">' if has_histogram
-            else "<p>No predictions in this run.</p>")
+    hist = (
+        f'<img src="{HISTOGRAM_NAME}" alt="confidence histogram">'
+        if has_histogram
+        else "<p>No predictions in this run.</p>"
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>Batch run {html.escape(summary['run_id'])}</title>
+<title>Batch run {html.escape(summary["run_id"])}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 8px}} figure{{display:inline-block;margin:4px;
 width:{THUMBNAIL_PX + 12}px;font-size:11px;word-break:break-all}}
 .broken{{width:{THUMBNAIL_PX}px;height:{THUMBNAIL_PX}px;background:#eee;line-height:{THUMBNAIL_PX}px;
 text-align:center}}</style></head><body>
-<h1>Batch run {html.escape(summary['run_id'])}{' (dry run)' if summary['dry_run'] else ''}</h1>
-<p>{summary['files']} files, exit code {summary['exit_code']}, {summary['duration_seconds']} s,
-{summary['images_per_second']} images/s, model versions {summary['model_versions']}.</p>
+<h1>Batch run {html.escape(summary["run_id"])}{" (dry run)" if summary["dry_run"] else ""}</h1>
+<p>{summary["files"]} files, exit code {summary["exit_code"]}, {summary["duration_seconds"]} s,
+{summary["images_per_second"]} images/s, model versions {summary["model_versions"]}.</p>
 <h2>Files by status</h2>{statuses.to_html(index=False)}
 <h2>Images per category</h2>{counts.to_html(index=False)}
 <h2>Confidence</h2>{hist}
 <h2>Uncertain and quarantined files ({len(thumbs)} shown)</h2>
-{''.join(thumbs) or '<p>None.</p>'}
+{"".join(thumbs) or "<p>None.</p>"}
 </body></html>
 """
 
 
-def write_reports(table: pd.DataFrame, report_dir: Path, *, run_id: str, duration: float,
-                  images_sent: int, exit_code: int, dry_run: bool) -> dict[str, int]:
+def write_reports(
+    table: pd.DataFrame,
+    report_dir: Path,
+    *,
+    run_id: str,
+    duration: float,
+    images_sent: int,
+    exit_code: int,
+    dry_run: bool,
+) -> dict[str, int]:
     """Writes the HTML page, the JSON summary and, last, the CSV.
 
     Args:
@@ -247,14 +324,21 @@ def write_reports(table: pd.DataFrame, report_dir: Path, *, run_id: str, duratio
         Files per status.
     """
     report_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarise(table, run_id=run_id, duration=duration, images_sent=images_sent,
-                        exit_code=exit_code, dry_run=dry_run)
+    summary = summarise(
+        table,
+        run_id=run_id,
+        duration=duration,
+        images_sent=images_sent,
+        exit_code=exit_code,
+        dry_run=dry_run,
+    )
     conf = table["confidence"].dropna()
     if not conf.empty:
         _atomic_write(report_dir / HISTOGRAM_NAME, _histogram_png(conf))
     _atomic_write(report_dir / HTML_NAME, _html(table, summary, not conf.empty).encode())
-    _atomic_write(report_dir / SUMMARY_NAME,
-                  (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    _atomic_write(
+        report_dir / SUMMARY_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
+    )
     _atomic_write(report_dir / CSV_NAME, table.to_csv(index=False).encode())
     fsync_dir(report_dir)
     return summary["counts_by_status"]

@@ -149,8 +149,10 @@ class _Progress:
 
     def line(self) -> str:
         c = self.counts
-        text = (f"{self.done}/{self.total} handled: {c['filed']} filed, {c['quarantined']} "
-                f"quarantined, {c['left']} left in incoming for retry")
+        text = (
+            f"{self.done}/{self.total} handled: {c['filed']} filed, {c['quarantined']} "
+            f"quarantined, {c['left']} left in incoming for retry"
+        )
         text += f", {c['vanished']} vanished" if c["vanished"] else ""
         return text + (f", {c['dry_run']} classified (dry run)" if c["dry_run"] else "")
 
@@ -181,13 +183,18 @@ class Runner:
         client: gateway client (built from settings if None).
     """
 
-    def __init__(self, settings: BatchSettings, run_id: str,
-                 client: GatewayClient | None = None) -> None:
+    def __init__(
+        self, settings: BatchSettings, run_id: str, client: GatewayClient | None = None
+    ) -> None:
         self.s = settings
         self.run_id = run_id
         self.client = client or GatewayClient(
-            settings.gateway, api_key=settings.api_key, timeout=settings.request_timeout,
-            retries=settings.retries, backoff=settings.retry_backoff)
+            settings.gateway,
+            api_key=settings.api_key,
+            timeout=settings.request_timeout,
+            retries=settings.retries,
+            backoff=settings.retry_backoff,
+        )
         self.ledger: Ledger | None = None
         self.planned: dict[int, str] = {}  # dry run: row id -> destination it would get
         self.sent = 0
@@ -221,15 +228,21 @@ class Runner:
             self._classify_and_file([r for r in due if r.state == "discovered"])
             failpoints.reach("before_reports")
             rows = ledger.claim_for_report(self.run_id)
-            exit_code = EXIT_UNAVAILABLE if self._auth_failed else _exit_code(
-                rows, self.s.dry_run)
+            exit_code = EXIT_UNAVAILABLE if self._auth_failed else _exit_code(rows, self.s.dry_run)
             report_dir = self.s.results / self.run_id
             ledger.set_report_path(self.run_id, str(report_dir / reports.CSV_NAME))
-            table = reports.build_table(rows, self.run_id, dry_run=self.s.dry_run,
-                                        planned=self.planned)
+            table = reports.build_table(
+                rows, self.run_id, dry_run=self.s.dry_run, planned=self.planned
+            )
             counts = reports.write_reports(
-                table, report_dir, run_id=self.run_id, duration=time.monotonic() - started,
-                images_sent=self.sent, exit_code=exit_code, dry_run=self.s.dry_run)
+                table,
+                report_dir,
+                run_id=self.run_id,
+                duration=time.monotonic() - started,
+                images_sent=self.sent,
+                exit_code=exit_code,
+                dry_run=self.s.dry_run,
+            )
             failpoints.reach("after_reports")
             ledger.finish_run(self.run_id, exit_code, str(report_dir / reports.CSV_NAME))
         finally:
@@ -247,30 +260,47 @@ class Runner:
                 self.ledger.confirm_reports(run_id)
             else:
                 released = self.ledger.release_reports(run_id)
-                log.warning("run %s ended without reports; %d rows go to this run's report",
-                            run_id, released)
+                log.warning(
+                    "run %s ended without reports; %d rows go to this run's report",
+                    run_id,
+                    released,
+                )
 
     def _recover_moves(self) -> None:
         assert self.ledger is not None
         for row in self.ledger.in_state("moving"):
             assert row.destination is not None
             outcome = filing.recover_move(Path(row.source), Path(row.destination), row.sha256)
-            log.warning("recovering interrupted move %s -> %s: %s", row.source, row.destination,
-                        outcome.value)
+            log.warning(
+                "recovering interrupted move %s -> %s: %s",
+                row.source,
+                row.destination,
+                outcome.value,
+            )
             if outcome is filing.MoveOutcome.DONE:
                 self._done(row)
             elif outcome is filing.MoveOutcome.NOT_MOVED:
                 self.ledger.undo_move(row.id)
             else:
-                self.ledger.finish(row.id, "vanished", self.run_id, error_code="vanished",
-                                   error_message="file missing from incoming and destination")
+                self.ledger.finish(
+                    row.id,
+                    "vanished",
+                    self.run_id,
+                    error_code="vanished",
+                    error_message="file missing from incoming and destination",
+                )
 
     def _scan(self) -> list[FileRow]:
         """Registers what incoming holds; returns the active rows due this run."""
         assert self.ledger is not None
         found = scan(self.s.incoming, self.s.settle_seconds)
-        log.info("scan %s: %d images, %d still being written, %d ignored", self.s.incoming,
-                 len(found.files), len(found.too_recent), len(found.ignored))
+        log.info(
+            "scan %s: %d images, %d still being written, %d ignored",
+            self.s.incoming,
+            len(found.files),
+            len(found.too_recent),
+            len(found.ignored),
+        )
         for path in found.too_recent:
             log.info("skipped (modified < %g s ago): %s", self.s.settle_seconds, path)
         due: list[FileRow] = []
@@ -286,16 +316,25 @@ class Runner:
         for row in self.ledger.in_state("discovered", "classified"):
             if row.source not in seen and not os.path.lexists(row.source):
                 log.warning("%s left incoming before it was filed", row.source)
-                self.ledger.finish(row.id, "vanished", self.run_id, error_code="vanished",
-                                   error_message="removed from incoming by someone else")
+                self.ledger.finish(
+                    row.id,
+                    "vanished",
+                    self.run_id,
+                    error_code="vanished",
+                    error_message="removed from incoming by someone else",
+                )
         return due
 
     # -- classification --------------------------------------------------------------------
     def _classify_and_file(self, rows: list[FileRow]) -> None:
-        chunks = [rows[i:i + self.s.chunk_size] for i in range(0, len(rows), self.s.chunk_size)]
+        chunks = [rows[i : i + self.s.chunk_size] for i in range(0, len(rows), self.s.chunk_size)]
         progress = _Progress(len(rows), self.s.progress_every)
-        log.info("classifying %d images in %d requests (concurrency %d)", len(rows), len(chunks),
-                 self.s.concurrency)
+        log.info(
+            "classifying %d images in %d requests (concurrency %d)",
+            len(rows),
+            len(chunks),
+            self.s.concurrency,
+        )
         with ThreadPoolExecutor(self.s.concurrency, thread_name_prefix="predict") as pool:
             pending: set[Future] = set()
             queue = iter(chunks)
@@ -319,9 +358,17 @@ class Runner:
     def _classify_chunk(self, rows: list[FileRow]) -> list[_ItemResult]:
         """Worker thread: read, check, send. No ledger or file-system writes here."""
         if self._gateway_down.is_set():
-            return [_ItemResult(r, Decision("retry", error_code="gateway_unavailable",
-                                            error_message="gateway failed earlier in this run"))
-                    for r in rows]
+            return [
+                _ItemResult(
+                    r,
+                    Decision(
+                        "retry",
+                        error_code="gateway_unavailable",
+                        error_message="gateway failed earlier in this run",
+                    ),
+                )
+                for r in rows
+            ]
         items: list[tuple[str, bytes]] = []
         sendable: list[FileRow] = []
         results: list[_ItemResult] = []
@@ -329,12 +376,23 @@ class Runner:
             try:
                 data = Path(row.source).read_bytes()
             except OSError as exc:
-                results.append(_ItemResult(row, Decision("retry", error_code="read_error",
-                                                         error_message=str(exc))))
+                results.append(
+                    _ItemResult(
+                        row, Decision("retry", error_code="read_error", error_message=str(exc))
+                    )
+                )
                 continue
             if hashlib.sha256(data).hexdigest() != row.sha256:
-                results.append(_ItemResult(row, Decision(
-                    "retry", error_code="changed", error_message="content changed since scan")))
+                results.append(
+                    _ItemResult(
+                        row,
+                        Decision(
+                            "retry",
+                            error_code="changed",
+                            error_message="content changed since scan",
+                        ),
+                    )
+                )
                 continue
             # the multipart file name must be UTF-8: undecodable bytes are sent as U+FFFD
             name = os.fsencode(Path(row.source).name).decode("utf-8", "replace")
@@ -346,30 +404,39 @@ class Runner:
 
     def _send(self, rows: list[FileRow], items: list[tuple[str, bytes]]) -> list[_ItemResult]:
         try:
-            answer = self.client.predict_batch(items, top_k=3,
-                                               should_stop=self._gateway_down.is_set)
+            answer = self.client.predict_batch(
+                items, top_k=3, should_stop=self._gateway_down.is_set
+            )
         except TransientGatewayError as exc:
             self._gateway_down.set()
             log.error("gateway failed for %d images, they stay in incoming: %s", len(rows), exc)
-            return [_ItemResult(r, Decision("retry", error_code=exc.code,
-                                            error_message=str(exc))) for r in rows]
+            return [
+                _ItemResult(r, Decision("retry", error_code=exc.code, error_message=str(exc)))
+                for r in rows
+            ]
         except RejectedRequestError as exc:
             if exc.status == 413 and len(rows) > 1:  # too many images / bytes: split
                 half = len(rows) // 2
-                return (self._send(rows[:half], items[:half])
-                        + self._send(rows[half:], items[half:]))
+                return self._send(rows[:half], items[:half]) + self._send(rows[half:], items[half:])
             if exc.status == 413:
-                return [_ItemResult(rows[0], Decision("quarantine", error_code=exc.code,
-                                                      error_message=str(exc)))]
+                return [
+                    _ItemResult(
+                        rows[0], Decision("quarantine", error_code=exc.code, error_message=str(exc))
+                    )
+                ]
             if exc.status in _AUTH_STATUSES:
                 self._auth_failed = True
                 self._gateway_down.set()
             log.error("gateway refused a request of %d images: %s", len(rows), exc)
-            return [_ItemResult(r, Decision("retry", error_code=exc.code,
-                                            error_message=str(exc))) for r in rows]
+            return [
+                _ItemResult(r, Decision("retry", error_code=exc.code, error_message=str(exc)))
+                for r in rows
+            ]
         preds = sorted(answer.predictions, key=lambda p: p.get("index", 0))
-        return [_ItemResult(r, decide(p, self.s.min_confidence), answer.model_version, True)
-                for r, p in zip(rows, preds, strict=True)]
+        return [
+            _ItemResult(r, decide(p, self.s.min_confidence), answer.model_version, True)
+            for r, p in zip(rows, preds, strict=True)
+        ]
 
     def _apply(self, item: _ItemResult) -> str:
         """Main thread: record one answer and file the file.
@@ -381,15 +448,20 @@ class Runner:
         assert self.ledger is not None
         d, row = item.decision, item.row
         if d.outcome == "retry":
-            log.warning("left in incoming: %s (%s: %s)", row.source, d.error_code,
-                        d.error_message)
-            self.ledger.defer(row.id, d.error_code or "unknown", d.error_message or "",
-                              self.run_id)
+            log.warning("left in incoming: %s (%s: %s)", row.source, d.error_code, d.error_message)
+            self.ledger.defer(row.id, d.error_code or "unknown", d.error_message or "", self.run_id)
             return "left"
-        self.ledger.classify(row.id, outcome=d.outcome, category=d.category,
-                             confidence=d.confidence, top3=d.top3,
-                             model_version=item.model_version, error_code=d.error_code,
-                             error_message=d.error_message, run_id=self.run_id)
+        self.ledger.classify(
+            row.id,
+            outcome=d.outcome,
+            category=d.category,
+            confidence=d.confidence,
+            top3=d.top3,
+            model_version=item.model_version,
+            error_code=d.error_code,
+            error_message=d.error_message,
+            run_id=self.run_id,
+        )
         failpoints.reach("after_classify")
         self._file(self.ledger.get(row.id))
         state = self.ledger.get(row.id).state
@@ -423,8 +495,13 @@ class Runner:
                 if isinstance(exc, FileExistsError) and os.path.lexists(dest):
                     continue
                 if not src.exists():
-                    self.ledger.finish(row.id, "vanished", self.run_id, error_code="vanished",
-                                       error_message="removed from incoming before filing")
+                    self.ledger.finish(
+                        row.id,
+                        "vanished",
+                        self.run_id,
+                        error_code="vanished",
+                        error_message="removed from incoming before filing",
+                    )
                     return
                 log.error("could not move %s to %s (%s); it stays in incoming", src, dest, exc)
                 self.ledger.add_note(row.id, f"move_failed: {exc}", self.run_id)
@@ -438,10 +515,16 @@ class Runner:
         """The file is at ``row.destination``: write the quarantine sidecar, close the row."""
         assert self.ledger is not None and row.destination is not None
         if row.outcome == "quarantine":
-            reports.write_sidecar(Path(row.destination), {
-                "original_path": filing.display_path(row.source), "sha256": row.sha256,
-                "error_code": row.error_code, "error_message": row.error_message,
-                "run_id": self.run_id})
+            reports.write_sidecar(
+                Path(row.destination),
+                {
+                    "original_path": filing.display_path(row.source),
+                    "sha256": row.sha256,
+                    "error_code": row.error_code,
+                    "error_message": row.error_message,
+                    "run_id": self.run_id,
+                },
+            )
             self.ledger.finish(row.id, "quarantined", self.run_id)
         else:
             self.ledger.finish(row.id, "filed", self.run_id)

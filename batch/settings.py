@@ -144,38 +144,84 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EXIT_CODES_HELP,
     )
     d = BatchSettings()
-    run.add_argument("--incoming", type=Path, help=f"folder scanned recursively (default "
-                     f"{d.incoming})")
-    run.add_argument("--processed", type=Path, help="filed images go to PROCESSED/<category>/ and "
-                     f"PROCESSED/_uncertain/ (default {d.processed})")
-    run.add_argument("--quarantine", type=Path, help="images rejected as not images, corrupt or "
-                     f"unsupported, with a .reason.json sidecar (default {d.quarantine})")
-    run.add_argument("--results", type=Path, help="per-run CSV/JSON/HTML reports and the SQLite "
-                     f"ledger (default {d.results})")
+    run.add_argument(
+        "--incoming", type=Path, help=f"folder scanned recursively (default {d.incoming})"
+    )
+    run.add_argument(
+        "--processed",
+        type=Path,
+        help="filed images go to PROCESSED/<category>/ and "
+        f"PROCESSED/_uncertain/ (default {d.processed})",
+    )
+    run.add_argument(
+        "--quarantine",
+        type=Path,
+        help="images rejected as not images, corrupt or "
+        f"unsupported, with a .reason.json sidecar (default {d.quarantine})",
+    )
+    run.add_argument(
+        "--results",
+        type=Path,
+        help=f"per-run CSV/JSON/HTML reports and the SQLite ledger (default {d.results})",
+    )
     run.add_argument("--logs", type=Path, help=f"one log file per run (default {d.logs})")
     run.add_argument("--gateway", help=f"gateway base URL (default {d.gateway})")
-    run.add_argument("--min-confidence", type=float, help="top-1 probability in [0, 1] below "
-                     f"which an image goes to _uncertain (default {d.min_confidence})")
-    run.add_argument("--concurrency", type=int, help="/predict_batch requests in flight "
-                     f"(default {d.concurrency})")
-    run.add_argument("--chunk-size", type=int, help="images per /predict_batch request "
-                     f"(default {d.chunk_size})")
-    run.add_argument("--health-timeout", type=float, help="seconds to wait for GET /health = 200 "
-                     f"before exiting with code 2 (default {d.health_timeout:g})")
-    run.add_argument("--request-timeout", type=float, help="seconds per HTTP request "
-                     f"(default {d.request_timeout:g})")
-    run.add_argument("--retries", type=int, help="retries of a request after 5xx/timeout "
-                     f"(default {d.retries})")
-    run.add_argument("--retry-backoff", type=float, help="seconds before the first retry, "
-                     f"doubled each time (default {d.retry_backoff:g})")
-    run.add_argument("--settle-seconds", type=float, help="skip files modified in the last N "
-                     f"seconds: still being written (default {d.settle_seconds:g})")
-    run.add_argument("--dry-run", action="store_true", default=None, help="classify and report "
-                     "what would happen; move nothing, keep no ledger state")
-    run.add_argument("--api-key", help=f"X-API-Key for the gateway (prefer env {_ENV_PREFIX}"
-                     f"API_KEY or {_GATEWAY_KEY_ENV}: flags are visible in the process list)")
-    run.add_argument("--progress-every", type=float, help="seconds between progress log lines "
-                     f"without a terminal (default {d.progress_every:g})")
+    run.add_argument(
+        "--min-confidence",
+        type=float,
+        help="top-1 probability in [0, 1] below "
+        f"which an image goes to _uncertain (default {d.min_confidence})",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=int,
+        help=f"/predict_batch requests in flight (default {d.concurrency})",
+    )
+    run.add_argument(
+        "--chunk-size", type=int, help=f"images per /predict_batch request (default {d.chunk_size})"
+    )
+    run.add_argument(
+        "--health-timeout",
+        type=float,
+        help="seconds to wait for GET /health = 200 "
+        f"before exiting with code 2 (default {d.health_timeout:g})",
+    )
+    run.add_argument(
+        "--request-timeout",
+        type=float,
+        help=f"seconds per HTTP request (default {d.request_timeout:g})",
+    )
+    run.add_argument(
+        "--retries", type=int, help=f"retries of a request after 5xx/timeout (default {d.retries})"
+    )
+    run.add_argument(
+        "--retry-backoff",
+        type=float,
+        help=f"seconds before the first retry, doubled each time (default {d.retry_backoff:g})",
+    )
+    run.add_argument(
+        "--settle-seconds",
+        type=float,
+        help="skip files modified in the last N "
+        f"seconds: still being written (default {d.settle_seconds:g})",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="classify and report what would happen; move nothing, keep no ledger state",
+    )
+    run.add_argument(
+        "--api-key",
+        help=f"X-API-Key for the gateway (prefer env {_ENV_PREFIX}"
+        f"API_KEY or {_GATEWAY_KEY_ENV}: flags are visible in the process list)",
+    )
+    run.add_argument(
+        "--progress-every",
+        type=float,
+        help="seconds between progress log lines "
+        f"without a terminal (default {d.progress_every:g})",
+    )
     return parser
 
 
@@ -195,15 +241,29 @@ def _coerce(name: str, raw: str, kind: type) -> object:
     try:
         return kind(raw)
     except ValueError as exc:
-        raise ConfigError(f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
-                          ) from exc
+        raise ConfigError(
+            f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
+        ) from exc
 
 
 _FIELD_TYPES: dict[str, type] = {
-    "incoming": Path, "processed": Path, "quarantine": Path, "results": Path, "logs": Path,
-    "gateway": str, "min_confidence": float, "concurrency": int, "chunk_size": int,
-    "health_timeout": float, "request_timeout": float, "retries": int, "retry_backoff": float,
-    "settle_seconds": float, "dry_run": bool, "api_key": str, "progress_every": float,
+    "incoming": Path,
+    "processed": Path,
+    "quarantine": Path,
+    "results": Path,
+    "logs": Path,
+    "gateway": str,
+    "min_confidence": float,
+    "concurrency": int,
+    "chunk_size": int,
+    "health_timeout": float,
+    "request_timeout": float,
+    "retries": int,
+    "retry_backoff": float,
+    "settle_seconds": float,
+    "dry_run": bool,
+    "api_key": str,
+    "progress_every": float,
 }
 
 
@@ -233,10 +293,14 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> BatchSett
         if kind is Path and name in values:
             values[name] = Path(values[name])
     settings = BatchSettings(**values)
-    absolute = {name: Path(os.path.abspath(getattr(settings, name)))
-                for name, kind in _FIELD_TYPES.items() if kind is Path}
-    return BatchSettings(**{**settings.__dict__, **absolute,
-                            "gateway": settings.gateway.rstrip("/")})
+    absolute = {
+        name: Path(os.path.abspath(getattr(settings, name)))
+        for name, kind in _FIELD_TYPES.items()
+        if kind is Path
+    }
+    return BatchSettings(
+        **{**settings.__dict__, **absolute, "gateway": settings.gateway.rstrip("/")}
+    )
 
 
 def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> tuple[str, BatchSettings]:

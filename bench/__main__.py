@@ -66,8 +66,14 @@ def _latest_version(base: Path) -> Path:
 
 
 def _gateway_probe(env: dict[str, str], photo: Path) -> dict:
-    result = subprocess.run([sys.executable, "-c", _GATEWAY_PROBE, str(photo)], cwd=ROOT,
-                            env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", _GATEWAY_PROBE, str(photo)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if result.returncode:
         raise RuntimeError(f"gateway probe failed: {result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -82,38 +88,66 @@ def _nightly(gateway_url: str, photos: list[Path], workdir: Path) -> dict:
     past = time.time() - 3600  # not "still being written"
     for path in incoming.rglob("*.jpg"):
         os.utime(path, (past, past))
-    args = [sys.executable, "-m", "batch", "run", "--gateway", gateway_url,
-            "--incoming", str(incoming), "--processed", str(workdir / "processed"),
-            "--quarantine", str(workdir / "quarantine"), "--results", str(workdir / "results"),
-            "--logs", str(workdir / "logs")]
+    args = [
+        sys.executable,
+        "-m",
+        "batch",
+        "run",
+        "--gateway",
+        gateway_url,
+        "--incoming",
+        str(incoming),
+        "--processed",
+        str(workdir / "processed"),
+        "--quarantine",
+        str(workdir / "quarantine"),
+        "--results",
+        str(workdir / "results"),
+        "--logs",
+        str(workdir / "logs"),
+    ]
     start = time.perf_counter()
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - start
     if result.returncode not in (0, 1):
         raise RuntimeError(f"nightly job failed ({result.returncode}): {result.stderr[-2000:]}")
     summary = json.loads(next((workdir / "results").glob("*/summary.json")).read_text())
-    return {"images": summary["files"], "job_seconds": summary["duration_seconds"],
-            "images_per_s": summary["images_per_second"], "process_wall_seconds": round(wall, 2),
-            "exit_code": result.returncode}
+    return {
+        "images": summary["files"],
+        "job_seconds": summary["duration_seconds"],
+        "images_per_s": summary["images_per_second"],
+        "process_wall_seconds": round(wall, 2),
+        "exit_code": result.returncode,
+    }
 
 
 def _print_table(results: dict) -> None:
     s = results["stages"]
     rows = [
-        ("1 model only, batch 1 (p50 / p95 ms)",
-         f"{s['model_only']['batch1']['p50_ms']} / {s['model_only']['batch1']['p95_ms']}"),
+        (
+            "1 model only, batch 1 (p50 / p95 ms)",
+            f"{s['model_only']['batch1']['p50_ms']} / {s['model_only']['batch1']['p95_ms']}",
+        ),
         ("1 model only, batch 32 (images/s)", s["model_only"]["batch32_images_per_s"]),
         ("  preprocessing, one photo (p50 ms)", s["preprocessing"]["p50_ms"]),
         ("2 in-process pipeline, batch 32 (images/s)", s["pipeline"]["images_per_s"]),
-        ("3 gRPC Predict batch 1 (p50 / p95 ms)",
-         f"{s['grpc']['batch1']['p50_ms']} / {s['grpc']['batch1']['p95_ms']}"),
-        ("3 gRPC Predict batch 32 (p50 ms; images/s)",
-         f"{s['grpc']['batch32']['p50_ms']}; {s['grpc']['batch32_images_per_s']}"),
+        (
+            "3 gRPC Predict batch 1 (p50 / p95 ms)",
+            f"{s['grpc']['batch1']['p50_ms']} / {s['grpc']['batch1']['p95_ms']}",
+        ),
+        (
+            "3 gRPC Predict batch 32 (p50 ms; images/s)",
+            f"{s['grpc']['batch32']['p50_ms']}; {s['grpc']['batch32_images_per_s']}",
+        ),
     ]
     for c in ("1", "8"):
         p = s["predict"][f"concurrency_{c}"]
-        rows.append((f"4 /predict c={c} (p50/p95/p99 ms; req/s)",
-                     f"{p['p50_ms']}/{p['p95_ms']}/{p['p99_ms']}; {p['requests_per_s']}"))
+        rows.append(
+            (
+                f"4 /predict c={c} (p50/p95/p99 ms; req/s)",
+                f"{p['p50_ms']}/{p['p95_ms']}/{p['p99_ms']}; {p['requests_per_s']}",
+            )
+        )
     rows += [
         ("5 /predict_batch x32 (images/s)", s["predict_batch"]["images_per_s"]),
         ("6 nightly job (images/s)", s["nightly"]["images_per_s"]),
@@ -136,13 +170,23 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         0; exceptions propagate (a failed stage is a failed benchmark).
     """
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="few images and repeats: checks the benchmark works (CI), "
-                             "figures are not meaningful")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get(
-        "FASHION_DATA_DIR", ROOT.parent / "shared/data/clothing-dataset-small")))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="few images and repeats: checks the benchmark works (CI), figures are not meaningful",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(
+            os.environ.get("FASHION_DATA_DIR", ROOT.parent / "shared/data/clothing-dataset-small")
+        ),
+    )
     parser.add_argument("--model-base-path", type=Path, default=ROOT / "models" / MODEL)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/latest.json")
     args = parser.parse_args(argv)
@@ -172,21 +216,24 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp) / "logs"
         logs.mkdir()
-        server = stack.enter_context(ModelServerProcess(
-            server_args(args.model_base_path),
-            log_path=logs / "serving.log"))
+        server = stack.enter_context(
+            ModelServerProcess(server_args(args.model_base_path), log_path=logs / "serving.log")
+        )
         stages["serving_start_to_available_s"] = round(server.startup_seconds, 2)
-        stages["grpc"] = grpc_stage.predict_latencies(server.grpc_address, MODEL, input_name,
-                                                      images, repeats)
+        stages["grpc"] = grpc_stage.predict_latencies(
+            server.grpc_address, MODEL, input_name, images, repeats
+        )
         env = {"SERVING_GRPC_ADDRESS": server.grpc_address, "MODEL_NAME": MODEL}
-        gateway = stack.enter_context(GatewayProcess(env, server="gunicorn",
-                                                     log_path=logs / "gateway.log"))
+        gateway = stack.enter_context(
+            GatewayProcess(env, server="gunicorn", log_path=logs / "gateway.log")
+        )
         stages["predict"] = {
             f"concurrency_{c}": http_stage.predict_load(gateway.url, named, repeats, c)
             for c in (1, 8)
         }
         stages["predict_batch"] = http_stage.predict_batch_throughput(
-            gateway.url, named, rounds=1 if args.quick else 3)
+            gateway.url, named, rounds=1 if args.quick else 3
+        )
         stages["nightly"] = _nightly(gateway.url, photos, Path(tmp) / "nightly")
         stages["gateway_process"] = _gateway_probe(env, photos[0])
 
@@ -194,29 +241,40 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": args.quick,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "model_version_dir": str(version_dir.relative_to(ROOT)) if version_dir.is_relative_to(
-            ROOT) else str(version_dir),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "model_version_dir": str(version_dir.relative_to(ROOT))
+        if version_dir.is_relative_to(ROOT)
+        else str(version_dir),
         "photos": len(photos),
         "stages": stages,
         "ratios": {
-            "predict_p50_over_floor": ratio(
-                stages["predict"]["concurrency_1"]["p50_ms"], floor_ms),
+            "predict_p50_over_floor": ratio(stages["predict"]["concurrency_1"]["p50_ms"], floor_ms),
             "predict_batch_over_pipeline": ratio(
-                stages["predict_batch"]["images_per_s"], stages["pipeline"]["images_per_s"]),
+                stages["predict_batch"]["images_per_s"], stages["pipeline"]["images_per_s"]
+            ),
             "nightly_over_pipeline": ratio(
-                stages["nightly"]["images_per_s"], stages["pipeline"]["images_per_s"]),
+                stages["nightly"]["images_per_s"], stages["pipeline"]["images_per_s"]
+            ),
             "grpc_batch1_over_model": ratio(
-                stages["grpc"]["batch1"]["p50_ms"], stages["model_only"]["batch1"]["p50_ms"]),
+                stages["grpc"]["batch1"]["p50_ms"], stages["model_only"]["batch1"]["p50_ms"]
+            ),
             "grpc_batch32_over_model": ratio(
-                stages["model_only"]["batch32_images_per_s"],
-                stages["grpc"]["batch32_images_per_s"]),
+                stages["model_only"]["batch32_images_per_s"], stages["grpc"]["batch32_images_per_s"]
+            ),
         },
-        "goals": {"predict_p50_over_floor": "<= 1.3", "predict_batch_over_pipeline": ">= 0.75",
-                  "nightly_over_pipeline": ">= 0.7", "gateway_rss_mb": "<= 150",
-                  "gateway_import_and_create_s": "<= 1",
-                  "grpc_batch1_over_model": "<= 1.5", "grpc_batch32_over_model": "<= 1.15"},
+        "goals": {
+            "predict_p50_over_floor": "<= 1.3",
+            "predict_batch_over_pipeline": ">= 0.75",
+            "nightly_over_pipeline": ">= 0.7",
+            "gateway_rss_mb": "<= 150",
+            "gateway_import_and_create_s": "<= 1",
+            "grpc_batch1_over_model": "<= 1.5",
+            "grpc_batch32_over_model": "<= 1.15",
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

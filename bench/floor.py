@@ -35,7 +35,7 @@ class SignatureRunner:
         self._loaded = tf.saved_model.load(str(version_dir))
         self._fn = self._loaded.signatures["serving_default"]
         _, kwargs = self._fn.structured_input_signature
-        (self.input_name, spec), = kwargs.items()
+        ((self.input_name, spec),) = kwargs.items()
         self.size = (int(spec.shape[1]), int(spec.shape[2]))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -88,5 +88,8 @@ def pipeline(runner: SignatureRunner, files: list[bytes], batch_size: int = 32) 
         batch = np.stack([preprocessing.decode(d, runner.size) for d in files[i : i + batch_size]])
         runner(batch)
     seconds = time.perf_counter() - start
-    return {"images": len(files), "seconds": round(seconds, 3),
-            "images_per_s": round(len(files) / seconds, 1)}
+    return {
+        "images": len(files),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(len(files) / seconds, 1),
+    }

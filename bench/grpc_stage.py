@@ -13,8 +13,9 @@ from serving_api import protos, tensors
 _MAX_MESSAGE = 64 * 1024 * 1024
 
 
-def predict_latencies(address: str, model: str, input_name: str, images: np.ndarray,
-                      repeats: int) -> dict:
+def predict_latencies(
+    address: str, model: str, input_name: str, images: np.ndarray, repeats: int
+) -> dict:
     """Time unary Predict calls at batch 1 and batch 32 on one reused channel.
 
     Args:
@@ -27,8 +28,10 @@ def predict_latencies(address: str, model: str, input_name: str, images: np.ndar
     Returns:
         ``{"batch1": latency summary, "batch32": latency summary, "batch32_images_per_s": float}``.
     """
-    options = [("grpc.max_send_message_length", _MAX_MESSAGE),
-               ("grpc.max_receive_message_length", _MAX_MESSAGE)]
+    options = [
+        ("grpc.max_send_message_length", _MAX_MESSAGE),
+        ("grpc.max_receive_message_length", _MAX_MESSAGE),
+    ]
     with grpc.insecure_channel(address, options=options) as channel:
         stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
@@ -41,8 +44,9 @@ def predict_latencies(address: str, model: str, input_name: str, images: np.ndar
             return req
 
         singles = itertools.cycle(range(len(images)))
-        batch1 = time_calls(lambda: stub.Predict(request(images[next(singles)][None]), timeout=30),
-                            repeats)
+        batch1 = time_calls(
+            lambda: stub.Predict(request(images[next(singles)][None]), timeout=30), repeats
+        )
         runs = max(5, repeats // 10)
         batch32 = time_calls(lambda: stub.Predict(request(images[:32]), timeout=60), runs)
     return {

@@ -12,8 +12,9 @@ import requests
 from bench.stats import latency_summary
 
 
-def predict_load(url: str, files: list[tuple[str, bytes]], requests_total: int,
-                 concurrency: int) -> dict:
+def predict_load(
+    url: str, files: list[tuple[str, bytes]], requests_total: int, concurrency: int
+) -> dict:
     """``POST /predict`` with one photo per request from ``concurrency`` client threads.
 
     Args:
@@ -38,8 +39,9 @@ def predict_load(url: str, files: list[tuple[str, bytes]], requests_total: int,
         session = getattr(sessions, "s", None) or requests.Session()
         sessions.s = session
         start = time.perf_counter()
-        response = session.post(f"{url}/predict", files={"image": (name, data, "image/jpeg")},
-                                timeout=60)
+        response = session.post(
+            f"{url}/predict", files={"image": (name, data, "image/jpeg")}, timeout=60
+        )
         return time.perf_counter() - start, response.status_code
 
     with ThreadPoolExecutor(concurrency) as pool:
@@ -53,8 +55,9 @@ def predict_load(url: str, files: list[tuple[str, bytes]], requests_total: int,
     return summary
 
 
-def predict_batch_throughput(url: str, files: list[tuple[str, bytes]], batch: int = 32,
-                             rounds: int = 3) -> dict:
+def predict_batch_throughput(
+    url: str, files: list[tuple[str, bytes]], batch: int = 32, rounds: int = 3
+) -> dict:
     """``POST /predict_batch`` with ``batch`` photos per request, sequentially.
 
     Returns:
@@ -76,5 +79,9 @@ def predict_batch_throughput(url: str, files: list[tuple[str, bytes]], batch: in
             errors += response.status_code != 200
             images += len(chunk)
     seconds = time.perf_counter() - start
-    return {"images": images, "seconds": round(seconds, 3),
-            "images_per_s": round(images / seconds, 1), "errors": errors}
+    return {
+        "images": images,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(images / seconds, 1),
+        "errors": errors,
+    }

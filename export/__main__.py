@@ -22,43 +22,76 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m export",
         description="Publish a trained Keras model as a versioned TF Serving SavedModel, verify "
-                    "a version folder, or list the versions of a model base path. Without a "
-                    "command, 'export' is assumed.",
+        "a version folder, or list the versions of a model base path. Without a "
+        "command, 'export' is assumed.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser(
-        "export", help="export a .keras model as <base-path>/<version>/ (the default command)",
+        "export",
+        help="export a .keras model as <base-path>/<version>/ (the default command)",
         description="Write <base-path>/<version>/ through a staging folder: SavedModel with "
-                    "signature serving_default, assets.extra/{labels.txt, model_card.json, "
-                    "tf_serving_warmup_requests}; verify it, fsync, rename atomically.",
+        "signature serving_default, assets.extra/{labels.txt, model_card.json, "
+        "tf_serving_warmup_requests}; verify it, fsync, rename atomically.",
     )
     export.add_argument("--model", type=Path, required=True, help="trained Keras model (.keras)")
-    export.add_argument("--base-path", type=Path, required=True,
-                        help="model base path, e.g. models/fashion (created if missing)")
-    export.add_argument("--version", type=int, default=None,
-                        help="version number to publish (default: highest existing + 1); an "
-                             "existing version is never overwritten")
-    export.add_argument("--artifacts", type=Path,
-                        default=Path(os.environ.get("FASHION_ARTIFACTS_DIR", "artifacts")),
-                        help="training artifacts folder with labels.txt, training_run.json, "
-                             "metrics.json (default: $FASHION_ARTIFACTS_DIR or artifacts)")
-    export.add_argument("--labels", type=Path, default=None,
-                        help="labels file, one per line in class-id order "
-                             "(default: <artifacts>/labels.txt)")
-    export.add_argument("--model-name", default=None,
-                        help="served model name for the warm-up requests and card "
-                             "(default: the base path's folder name)")
-    export.add_argument("--data-dir", type=Path, default=None,
-                        help="data set whose test split gives the warm-up and comparison images "
-                             "(default: $FASHION_DATA_DIR; synthetic images when unavailable)")
-    verify = commands.add_parser("verify", help="check a version folder, report every check",
-                                 description="Check a version folder against the SavedModel "
-                                             "contract; exit 1 if any check fails.")
+    export.add_argument(
+        "--base-path",
+        type=Path,
+        required=True,
+        help="model base path, e.g. models/fashion (created if missing)",
+    )
+    export.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="version number to publish (default: highest existing + 1); an "
+        "existing version is never overwritten",
+    )
+    export.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path(os.environ.get("FASHION_ARTIFACTS_DIR", "artifacts")),
+        help="training artifacts folder with labels.txt, training_run.json, "
+        "metrics.json (default: $FASHION_ARTIFACTS_DIR or artifacts)",
+    )
+    export.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="labels file, one per line in class-id order (default: <artifacts>/labels.txt)",
+    )
+    export.add_argument(
+        "--model-name",
+        default=None,
+        help="served model name for the warm-up requests and card "
+        "(default: the base path's folder name)",
+    )
+    export.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data set whose test split gives the warm-up and comparison images "
+        "(default: $FASHION_DATA_DIR; synthetic images when unavailable)",
+    )
+    verify = commands.add_parser(
+        "verify",
+        help="check a version folder, report every check",
+        description="Check a version folder against the SavedModel "
+        "contract; exit 1 if any check fails.",
+    )
     verify.add_argument("folder", type=Path, help="version folder, e.g. models/fashion/1")
-    verify.add_argument("--model", type=Path, default=None,
-                        help="also compare outputs with this Keras model on sample images")
-    verify.add_argument("--data-dir", type=Path, default=None,
-                        help="sample images for --model (default: $FASHION_DATA_DIR)")
+    verify.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="also compare outputs with this Keras model on sample images",
+    )
+    verify.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="sample images for --model (default: $FASHION_DATA_DIR)",
+    )
     listing = commands.add_parser("list", help="list versions with accuracy and creation time")
     listing.add_argument("base_path", type=Path, help="model base path, e.g. models/fashion")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -70,9 +103,13 @@ def _export(args: argparse.Namespace, argv: list[str]) -> int:
     from export.publish import ExportRequest, publish
 
     request = ExportRequest(
-        model=args.model, base_path=args.base_path, version=args.version,
+        model=args.model,
+        base_path=args.base_path,
+        version=args.version,
         artifacts=args.artifacts,
-        labels=args.labels, model_name=args.model_name, data_dir=args.data_dir,
+        labels=args.labels,
+        model_name=args.model_name,
+        data_dir=args.data_dir,
         command=shlex.join(["python", "-m", "export", *argv]),
     )
     try:

@@ -137,8 +137,9 @@ def scan(base_path: Path) -> Layout:
             continue
         match = _STAGING.fullmatch(entry.name)
         if match and entry.is_dir(follow_symlinks=False):
-            staging.append(StagingFolder(Path(entry.path), int(match.group(1)),
-                                         int(match.group(2))))
+            staging.append(
+                StagingFolder(Path(entry.path), int(match.group(1)), int(match.group(2)))
+            )
     return Layout(
         base_path=base_path,
         versions=versions,
@@ -160,8 +161,9 @@ def check_publishable(layout: Layout, version: int) -> None:
     """
     problems = layout.problems()
     if problems:
-        raise LayoutError("refusing to publish into " + str(layout.base_path) + ": "
-                          + "; ".join(problems))
+        raise LayoutError(
+            "refusing to publish into " + str(layout.base_path) + ": " + "; ".join(problems)
+        )
     if version < 1:
         raise LayoutError(f"version must be a positive integer, got {version}")
     if version in layout.versions:

@@ -79,6 +79,7 @@ def format_table(rows: list[VersionInfo]) -> str:
     lines = [f"{'VERSION':<8} {'ACCURACY':<9} {'CREATED_AT':<21} NOTE"]
     for row in rows:
         accuracy = f"{row.accuracy:.4f}" if isinstance(row.accuracy, int | float) else "-"
-        lines.append(f"{row.folder:<8} {accuracy:<9} {row.created_at or '-':<21} {row.note}"
-                     .rstrip())
+        lines.append(
+            f"{row.folder:<8} {accuracy:<9} {row.created_at or '-':<21} {row.note}".rstrip()
+        )
     return "\n".join(lines) + "\n"

@@ -21,11 +21,25 @@ FILENAME: Final = "model_card.json"
 SCHEMA_VERSION: Final = 1
 TRAINING_RUN: Final = "training_run.json"
 METRICS: Final = "metrics.json"
-_METRIC_KEYS: Final = ("split", "accuracy", "per_class", "macro_avg", "weighted_avg",
-                       "confusion_matrix")
-_TRAINING_KEYS: Final = ("command", "seed", "started_at", "wall_time_seconds",
-                         "tensorflow_version", "keras_version", "weights", "hyperparameters",
-                         "epochs_run")
+_METRIC_KEYS: Final = (
+    "split",
+    "accuracy",
+    "per_class",
+    "macro_avg",
+    "weighted_avg",
+    "confusion_matrix",
+)
+_TRAINING_KEYS: Final = (
+    "command",
+    "seed",
+    "started_at",
+    "wall_time_seconds",
+    "tensorflow_version",
+    "keras_version",
+    "weights",
+    "hyperparameters",
+    "epochs_run",
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +93,14 @@ def git_commit(repo_dir: Path) -> str:
         The 40-hex commit id from ``git rev-parse HEAD``, or ``"unknown"`` outside git.
     """
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True,
-                                text=True, timeout=10, check=True)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo_dir,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return result.stdout.strip() or "unknown"
@@ -163,13 +183,25 @@ def build(
         },
         "signature": {
             "name": "serving_default",
-            "inputs": {"images": {"dtype": "uint8", "shape": [-1, height, width, 3],
-                                  "range": [0, 255], "layout": "NHWC, RGB"}},
+            "inputs": {
+                "images": {
+                    "dtype": "uint8",
+                    "shape": [-1, height, width, 3],
+                    "range": [0, 255],
+                    "layout": "NHWC, RGB",
+                }
+            },
             "outputs": {
-                "probabilities": {"dtype": "float32", "shape": [-1, len(labels)],
-                                  "meaning": "softmax over labels, rows sum to 1"},
-                "classes": {"dtype": "string", "shape": [-1, len(labels)],
-                            "meaning": "labels[j] names probabilities[:, j], repeated per row"},
+                "probabilities": {
+                    "dtype": "float32",
+                    "shape": [-1, len(labels)],
+                    "meaning": "softmax over labels, rows sum to 1",
+                },
+                "classes": {
+                    "dtype": "string",
+                    "shape": [-1, len(labels)],
+                    "meaning": "labels[j] names probabilities[:, j], repeated per row",
+                },
             },
         },
         "preprocessing": dict(preprocessing.SPEC),

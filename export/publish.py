@@ -102,8 +102,12 @@ def clean_stale_staging(base_path: Path) -> list[Path]:
     """
     removed = []
     for stale in layout.stale_staging(layout.scan(base_path)):
-        log.warning("removing stale staging folder %s (export of version %d by process %d, "
-                    "which is gone)", stale.path, stale.version, stale.pid)
+        log.warning(
+            "removing stale staging folder %s (export of version %d by process %d, which is gone)",
+            stale.path,
+            stale.version,
+            stale.pid,
+        )
         shutil.rmtree(stale.path)
         removed.append(stale.path)
     if removed:
@@ -116,16 +120,19 @@ def _load_inputs(request: ExportRequest) -> tuple[keras.Model, list[str]]:
         model = keras.models.load_model(request.model, compile=False)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot load the Keras model {request.model}: {exc}") from exc
-    labels_path = request.labels or (request.artifacts / labels_file.FILENAME
-                                     if request.artifacts else None)
+    labels_path = request.labels or (
+        request.artifacts / labels_file.FILENAME if request.artifacts else None
+    )
     if labels_path is None:
         raise InputError("no labels: pass --labels or --artifacts with a labels.txt")
     try:
         labels = labels_file.read(labels_path)
         signature.input_size(model)
         if len(labels) != signature.num_outputs(model):
-            raise ValueError(f"{labels_path} has {len(labels)} labels but the model outputs "
-                             f"{signature.num_outputs(model)} classes")
+            raise ValueError(
+                f"{labels_path} has {len(labels)} labels but the model outputs "
+                f"{signature.num_outputs(model)} classes"
+            )
     except (OSError, ValueError) as exc:
         raise InputError(str(exc)) from exc
     return model, labels
@@ -143,7 +150,10 @@ def _write_version(
     warmup.write(extra / warmup.FILENAME, warmup.build_requests(name, sample.images))
     try:
         card = model_card.build(
-            name=name, version=version, labels=labels, input_size=size,
+            name=name,
+            version=version,
+            labels=labels,
+            input_size=size,
             artifacts=model_card.read_artifacts(request.artifacts),
             export_info={
                 "command": request.command,
@@ -153,15 +163,19 @@ def _write_version(
                 "git_commit": model_card.git_commit(_REPO_DIR),
                 "source_model": str(request.model),
                 "source_model_sha256": model_card.sha256_of(request.model),
-                "warmup": {"batch_sizes": list(warmup.BATCH_SIZES), "images": sample.source,
-                           "files": list(sample.files)},
+                "warmup": {
+                    "batch_sizes": list(warmup.BATCH_SIZES),
+                    "images": sample.source,
+                    "files": list(sample.files),
+                },
             },
         )
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     model_card.write(card, extra / model_card.FILENAME)
-    checks = verify.verify(staging, reference=model, samples=sample.images,
-                           expect_version_name=False)
+    checks = verify.verify(
+        staging, reference=model, samples=sample.images, expect_version_name=False
+    )
     for check in checks:
         log.info("verify %-14s %s  %s", check.name, "ok  " if check.ok else "FAIL", check.detail)
     if not verify.passed(checks):
@@ -194,8 +208,11 @@ def publish(request: ExportRequest) -> Path:
     layout.check_publishable(layout.scan(base), version)
     model, labels = _load_inputs(request)
     if request.artifacts is not None and not request.artifacts.is_dir():
-        log.warning("artifacts folder %s not found: the model card's training, data set and "
-                    "metrics fields will be null", request.artifacts)
+        log.warning(
+            "artifacts folder %s not found: the model card's training, data set and "
+            "metrics fields will be null",
+            request.artifacts,
+        )
 
     staging = layout.staging_path(base, version)
     staging.mkdir()

@@ -69,15 +69,22 @@ def _dims(tensor_info: Any) -> list[int] | None:
 def _check_name(folder: Path) -> Check:
     number = parse_version(folder.name)
     if number is None or number < 1 or str(number) != folder.name:
-        return Check("folder name", False,
-                     f"{folder.name!r} is not a canonical positive version number (e.g. '1')")
+        return Check(
+            "folder name",
+            False,
+            f"{folder.name!r} is not a canonical positive version number (e.g. '1')",
+        )
     return Check("folder name", True, f"version {number}")
 
 
 def _check_files(folder: Path) -> Check:
-    required = ["saved_model.pb", "variables/variables.index",
-                f"{ASSETS_EXTRA}/{labels_file.FILENAME}", f"{ASSETS_EXTRA}/{model_card.FILENAME}",
-                f"{ASSETS_EXTRA}/{warmup.FILENAME}"]
+    required = [
+        "saved_model.pb",
+        "variables/variables.index",
+        f"{ASSETS_EXTRA}/{labels_file.FILENAME}",
+        f"{ASSETS_EXTRA}/{model_card.FILENAME}",
+        f"{ASSETS_EXTRA}/{warmup.FILENAME}",
+    ]
     missing = [name for name in required if not (folder / name).is_file()]
     variables = folder / "variables"
     shards = [m for p in variables.glob("variables.data-*") if (m := _SHARD.fullmatch(p.name))]
@@ -86,12 +93,19 @@ def _check_files(folder: Path) -> Check:
     else:
         total = int(shards[0].group(2))
         present = {int(m.group(1)) for m in shards}
-        missing += [f"variables/variables.data-{i:05d}-of-{total:05d}"
-                    for i in range(total) if i not in present]
+        missing += [
+            f"variables/variables.data-{i:05d}-of-{total:05d}"
+            for i in range(total)
+            if i not in present
+        ]
     if missing:
-        return Check("files", False, "missing " + ", ".join(missing)
-                     + (" (a half-copied folder?)" if any("variables" in m for m in missing)
-                        else ""))
+        return Check(
+            "files",
+            False,
+            "missing "
+            + ", ".join(missing)
+            + (" (a half-copied folder?)" if any("variables" in m for m in missing) else ""),
+        )
     return Check("files", True, f"SavedModel, {len(shards)} variable shard(s), assets.extra")
 
 
@@ -123,8 +137,9 @@ def _check_signature(folder: Path, found: _Found) -> Check:
         for name, dtype in expected.items():
             dims = _dims(sig.outputs[name])
             if sig.outputs[name].dtype != dtype.as_datatype_enum:
-                problems.append(f"{name} dtype {tf.as_dtype(sig.outputs[name].dtype).name} "
-                                f"!= {dtype.name}")
+                problems.append(
+                    f"{name} dtype {tf.as_dtype(sig.outputs[name].dtype).name} != {dtype.name}"
+                )
             if dims is None or len(dims) != 2 or dims[0] != -1 or dims[1] < 1:
                 problems.append(f"{name} shape {dims} != [-1, C]")
             else:
@@ -135,9 +150,13 @@ def _check_signature(folder: Path, found: _Found) -> Check:
             found.num_classes = widths.pop()
     if problems:
         return Check("signature", False, "; ".join(problems))
-    return Check("signature", True, f"{INPUT_NAME} uint8 [-1,{found.height},{found.width},3] -> "
-                 f"{PROBABILITIES} float32 [-1,{found.num_classes}], "
-                 f"{CLASSES} string [-1,{found.num_classes}]")
+    return Check(
+        "signature",
+        True,
+        f"{INPUT_NAME} uint8 [-1,{found.height},{found.width},3] -> "
+        f"{PROBABILITIES} float32 [-1,{found.num_classes}], "
+        f"{CLASSES} string [-1,{found.num_classes}]",
+    )
 
 
 def _check_labels(folder: Path, found: _Found) -> Check:
@@ -146,8 +165,9 @@ def _check_labels(folder: Path, found: _Found) -> Check:
     except (OSError, ValueError) as exc:
         return Check("labels", False, str(exc))
     if found.num_classes and len(found.labels) != found.num_classes:
-        return Check("labels", False,
-                     f"{len(found.labels)} labels for {found.num_classes} model outputs")
+        return Check(
+            "labels", False, f"{len(found.labels)} labels for {found.num_classes} model outputs"
+        )
     return Check("labels", True, f"{len(found.labels)} labels: {', '.join(found.labels)}")
 
 
@@ -168,8 +188,12 @@ def _check_card(folder: Path, found: _Found, expect_version_name: bool) -> Check
     if problems:
         return Check("model card", False, "; ".join(problems))
     accuracy = (card.get("metrics") or {}).get("accuracy")
-    return Check("model card", True, f"{card.get('name')} v{card.get('version')}, "
-                 f"created {card.get('created_at')}, test accuracy {accuracy}")
+    return Check(
+        "model card",
+        True,
+        f"{card.get('name')} v{card.get('version')}, "
+        f"created {card.get('created_at')}, test accuracy {accuracy}",
+    )
 
 
 def _check_load(folder: Path, found: _Found) -> Check:
@@ -177,8 +201,12 @@ def _check_load(folder: Path, found: _Found) -> Check:
         loaded = tf.saved_model.load(str(folder))
         found.signature = loaded.signatures[SIGNATURE_NAME]
     except Exception as exc:  # TF raises many error types for damaged folders
-        return Check("load", False, f"tf.saved_model.load failed: {type(exc).__name__}: "
-                     f"{str(exc).splitlines()[0] if str(exc) else ''}")
+        return Check(
+            "load",
+            False,
+            f"tf.saved_model.load failed: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}",
+        )
     found.loaded = loaded  # keep the object alive while its signature is used
     return Check("load", True, "tf.saved_model.load restored the variables")
 
@@ -253,8 +281,11 @@ def _check_reference(found: _Found, reference: Any, samples: np.ndarray) -> Chec
         return Check("matches Keras", False, f"shapes {keras_out.shape} vs {probabilities.shape}")
     diff = float(np.abs(keras_out.astype(np.float32) - probabilities).max())
     detail = f"max |SavedModel - Keras| = {diff:.2e} on {len(samples)} sample images"
-    return Check("matches Keras", diff <= REFERENCE_TOLERANCE,
-                 detail + ("" if diff <= REFERENCE_TOLERANCE else f" > {REFERENCE_TOLERANCE}"))
+    return Check(
+        "matches Keras",
+        diff <= REFERENCE_TOLERANCE,
+        detail + ("" if diff <= REFERENCE_TOLERANCE else f" > {REFERENCE_TOLERANCE}"),
+    )
 
 
 def verify(
@@ -290,8 +321,11 @@ def verify(
     checks.append(_check_card(folder, found, expect_version_name))
     checks.append(_check_load(folder, found))
     if found.signature is None or not found.num_classes:
-        checks.append(Check("outputs", False, "not run: the SavedModel did not load or its "
-                            "signature is wrong"))
+        checks.append(
+            Check(
+                "outputs", False, "not run: the SavedModel did not load or its signature is wrong"
+            )
+        )
         return checks
     checks.append(_check_warmup(folder, found))
     if found.requests and found.labels:

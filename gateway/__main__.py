@@ -23,13 +23,15 @@ def main(argv: list[str] | None = None) -> None:
         SystemExit: code 2 for bad arguments or a bad setting (one line on stderr).
     """
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="interface to bind (default %(default)s)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default %(default)s)"
+    )
     parser.add_argument("--port", type=int, default=8080, help="TCP port (default %(default)s)")
     args = parser.parse_args(argv)
     settings = Settings.from_env_or_exit()
-    create_app(settings).run(host=args.host, port=args.port, threaded=True, debug=False,
-                     use_reloader=False)
+    create_app(settings).run(
+        host=args.host, port=args.port, threaded=True, debug=False, use_reloader=False
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,15 @@ log = logging.getLogger(__name__)
 OPEN_ENDPOINTS = frozenset({"health", "metrics"})
 """Endpoints that never need the API key."""
 
-ENDPOINTS = ("GET /", "GET /health", "GET /classes", "GET /metrics", "GET /openapi.json",
-             "POST /predict", "POST /predict_batch")
+ENDPOINTS = (
+    "GET /",
+    "GET /health",
+    "GET /classes",
+    "GET /metrics",
+    "GET /openapi.json",
+    "POST /predict",
+    "POST /predict_batch",
+)
 
 
 def _model_json(answer: Answer) -> dict:
@@ -51,8 +58,9 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
     """
     settings = settings if settings is not None else Settings.from_env()
     keep_large_buffers_on_heap()  # multi-MB Predict requests without fresh page faults per copy
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = Flask("gateway")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Let our own count check answer too_many_images before werkzeug's part limit answers 413.
@@ -63,8 +71,13 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
     client = ServingClient(settings, on_call=metrics.observe_serving_call)
     info = ModelInfo(client)
     predictor = Predictor(client, info, settings, metrics)
-    app.extensions["gateway"] = {"settings": settings, "client": client, "metrics": metrics,
-                                 "predictor": predictor, "model_info": info}
+    app.extensions["gateway"] = {
+        "settings": settings,
+        "client": client,
+        "metrics": metrics,
+        "predictor": predictor,
+        "model_info": info,
+    }
 
     def count_rejection(error: GatewayError) -> None:
         if 400 <= error.status < 500:
@@ -85,17 +98,21 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
     @app.after_request
     def _record(response: Response) -> Response:
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.requests.labels(endpoint=endpoint, method=request.method,
-                                status=str(response.status_code)).inc()
+        metrics.requests.labels(
+            endpoint=endpoint, method=request.method, status=str(response.status_code)
+        ).inc()
         if "start" in g:
-            metrics.request_seconds.labels(endpoint=endpoint).observe(
-                time.perf_counter() - g.start)
+            metrics.request_seconds.labels(endpoint=endpoint).observe(time.perf_counter() - g.start)
         return response
 
     @app.get("/")
     def index() -> Response:
-        body: dict = {"service": "fashion-gateway", "version": __version__,
-                      "model": {"name": settings.model_name}, "endpoints": list(ENDPOINTS)}
+        body: dict = {
+            "service": "fashion-gateway",
+            "version": __version__,
+            "model": {"name": settings.model_name},
+            "endpoints": list(ENDPOINTS),
+        }
         try:
             statuses = client.get_status()
             spec = info.input_spec()
@@ -105,7 +122,10 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
         body["serving"] = {"available": any(s.state == AVAILABLE for s in statuses)}
         body["model"].update(
             versions=[{"version": s.version, "state": s.state} for s in statuses],
-            input=spec.as_json(), num_classes=spec.num_classes, latest_version=spec.version)
+            input=spec.as_json(),
+            num_classes=spec.num_classes,
+            latest_version=spec.version,
+        )
         return jsonify(body)
 
     @app.get("/health")
@@ -114,13 +134,17 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
         try:
             statuses = client.get_status()
         except GatewayError as exc:
-            raise GatewayError("serving_unavailable", f"not ready: {exc.message}",
-                               headers=retry) from None
+            raise GatewayError(
+                "serving_unavailable", f"not ready: {exc.message}", headers=retry
+            ) from None
         available = [s.version for s in statuses if s.state == AVAILABLE]
         if not available:
             states = ", ".join(f"{s.version}: {s.state}" for s in statuses) or "none"
-            raise GatewayError("serving_unavailable", f"no AVAILABLE version of model "
-                               f"{settings.model_name!r} (versions {states})", headers=retry)
+            raise GatewayError(
+                "serving_unavailable",
+                f"no AVAILABLE version of model {settings.model_name!r} (versions {states})",
+                headers=retry,
+            )
         return jsonify(status="ok", model=settings.model_name, available_versions=available)
 
     @app.get("/classes")
@@ -144,8 +168,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
     def predict() -> Response:
         options = uploads.query_options(request, settings)
         upload = uploads.single_image(request, settings)
-        answer = predictor.classify([upload.data], top_k=options.top_k,
-                                    selector=options.selector)
+        answer = predictor.classify([upload.data], top_k=options.top_k, selector=options.selector)
         item = answer.items[0]
         if item.error is not None:
             raise item.error
@@ -155,8 +178,9 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
     def predict_batch() -> Response:
         options = uploads.query_options(request, settings)
         files = uploads.batch_images(request, settings)
-        answer = predictor.classify([f.data for f in files], top_k=options.top_k,
-                                    selector=options.selector)
+        answer = predictor.classify(
+            [f.data for f in files], top_k=options.top_k, selector=options.selector
+        )
         predictions = []
         for index, (upload, item) in enumerate(zip(files, answer.items, strict=True)):
             entry: dict = {"index": index, "filename": upload.filename}

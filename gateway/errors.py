@@ -62,8 +62,13 @@ class GatewayError(Exception):
         KeyError: ``code`` is not a public error code and no ``status`` was given.
     """
 
-    def __init__(self, code: str, message: str, status: int | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

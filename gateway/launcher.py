@@ -54,9 +54,16 @@ class GatewayProcess:
         port: the TCP port.
     """
 
-    def __init__(self, env: Mapping[str, str] | None = None, *, server: str = "dev",
-                 require_healthy: bool = True, timeout: float = 60.0,
-                 log_path: str | os.PathLike | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        server: str = "dev",
+        require_healthy: bool = True,
+        timeout: float = 60.0,
+        log_path: str | os.PathLike | None = None,
+        port: int | None = None,
+    ) -> None:
         if server not in ("dev", "gunicorn"):
             raise ValueError(f"server must be 'dev' or 'gunicorn', got {server!r}")
         self._env = dict(env or {})
@@ -71,8 +78,16 @@ class GatewayProcess:
 
     def _command(self) -> list[str]:
         if self._server == "gunicorn":
-            return [sys.executable, "-m", "gunicorn", "-c", str(_REPO / "gateway/gunicorn.conf.py"),
-                    "--bind", f"127.0.0.1:{self.port}", "gateway.app:create_app()"]
+            return [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(_REPO / "gateway/gunicorn.conf.py"),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "gateway.app:create_app()",
+            ]
         return [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
 
     def start(self) -> GatewayProcess:
@@ -89,16 +104,19 @@ class GatewayProcess:
         env = {**os.environ, **self._env, "PYTHONUNBUFFERED": "1"}
         output = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            self._process = subprocess.Popen(self._command(), env=env, cwd=_REPO, stdout=output,
-                                             stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                self._command(), env=env, cwd=_REPO, stdout=output, stderr=subprocess.STDOUT
+            )
         finally:
             if output is not subprocess.DEVNULL:
                 output.close()
         deadline = time.monotonic() + self._timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"gateway exited with code {self._process.returncode} "
-                                   f"during start-up (log: {self._log_path})")
+                raise RuntimeError(
+                    f"gateway exited with code {self._process.returncode} "
+                    f"during start-up (log: {self._log_path})"
+                )
             status = self._probe()
             if status == 200 or (status is not None and not self._require_healthy):
                 return self

@@ -45,24 +45,47 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter("gateway_requests", "HTTP requests by endpoint and status",
-                                ["endpoint", "method", "status"], registry=r)
+        self.requests = Counter(
+            "gateway_requests",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "method", "status"],
+            registry=r,
+        )
         self.request_seconds = Histogram(
-            "gateway_request_duration_seconds", "Whole HTTP request latency in seconds",
-            ["endpoint"], buckets=_SLOW_BUCKETS, registry=r)
+            "gateway_request_duration_seconds",
+            "Whole HTTP request latency in seconds",
+            ["endpoint"],
+            buckets=_SLOW_BUCKETS,
+            registry=r,
+        )
         self.decode_seconds = Histogram(
-            "gateway_decode_duration_seconds", "Decode and resize of one image in seconds",
-            buckets=_FAST_BUCKETS, registry=r)
+            "gateway_decode_duration_seconds",
+            "Decode and resize of one image in seconds",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
         self.serving_seconds = Histogram(
-            "gateway_serving_duration_seconds", "gRPC round trip to TF Serving in seconds",
-            ["method", "status"], buckets=_SLOW_BUCKETS, registry=r)
-        self.images = Counter("gateway_predicted_images", "Images by predicted (top-1) label",
-                              ["label"], registry=r)
-        self.rejected = Counter("gateway_rejected_inputs", "Rejected requests or items by reason",
-                                ["reason"], registry=r)
-        self.answered = Counter("gateway_model_version_responses",
-                                "Predict responses by the model version that answered",
-                                ["version"], registry=r)
+            "gateway_serving_duration_seconds",
+            "gRPC round trip to TF Serving in seconds",
+            ["method", "status"],
+            buckets=_SLOW_BUCKETS,
+            registry=r,
+        )
+        self.images = Counter(
+            "gateway_predicted_images", "Images by predicted (top-1) label", ["label"], registry=r
+        )
+        self.rejected = Counter(
+            "gateway_rejected_inputs",
+            "Rejected requests or items by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.answered = Counter(
+            "gateway_model_version_responses",
+            "Predict responses by the model version that answered",
+            ["version"],
+            registry=r,
+        )
 
     def observe_serving_call(self, method: str, seconds: float, status: str) -> None:
         """Record one gRPC round trip (the serving client's ``on_call`` hook)."""

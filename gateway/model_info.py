@@ -58,8 +58,11 @@ class InputSpec:
 
     def as_json(self) -> dict:
         """JSON description, e.g. ``{"name": "images", "dtype": "DT_UINT8", "shape": [-1,...]}``."""
-        return {"name": self.name, "dtype": self.dtype_name,
-                "shape": [-1, self.height, self.width, self.channels]}
+        return {
+            "name": self.name,
+            "dtype": self.dtype_name,
+            "shape": [-1, self.height, self.width, self.channels],
+        }
 
 
 def parse_signature(version: int, signature: object) -> InputSpec:
@@ -78,26 +81,40 @@ def parse_signature(version: int, signature: object) -> InputSpec:
             ``probabilities``/``classes`` outputs.
     """
     if len(signature.inputs) != 1:
-        raise GatewayError("serving_error", f"model version {version} has "
-                           f"{len(signature.inputs)} inputs; the gateway sends one image tensor")
+        raise GatewayError(
+            "serving_error",
+            f"model version {version} has "
+            f"{len(signature.inputs)} inputs; the gateway sends one image tensor",
+        )
     missing = {PROBABILITIES, CLASSES} - set(signature.outputs)
     if missing:
-        raise GatewayError("serving_error",
-                           f"model version {version} lacks outputs {sorted(missing)}")
+        raise GatewayError(
+            "serving_error", f"model version {version} lacks outputs {sorted(missing)}"
+        )
     name, info = next(iter(signature.inputs.items()))
     dims = [d.size for d in info.tensor_shape.dim]
     if info.tensor_shape.unknown_rank or len(dims) != 4 or dims[3] != 3 or min(dims[1:3]) <= 0:
-        raise GatewayError("serving_error", f"model version {version} input {name!r} has shape "
-                           f"{dims}; the gateway needs [-1, H, W, 3]")
+        raise GatewayError(
+            "serving_error",
+            f"model version {version} input {name!r} has shape "
+            f"{dims}; the gateway needs [-1, H, W, 3]",
+        )
     try:
         dtype = numpy_dtype(info.dtype)
     except TensorConversionError as exc:
         raise GatewayError("serving_error", f"model version {version}: {exc}") from None
     out_dims = [d.size for d in signature.outputs[PROBABILITIES].tensor_shape.dim]
     num_classes = int(out_dims[1]) if len(out_dims) == 2 and out_dims[1] > 0 else None
-    return InputSpec(version=version, name=name, dtype=dtype, dtype_name=dtype_name(info.dtype),
-                     height=int(dims[1]), width=int(dims[2]), channels=3,
-                     num_classes=num_classes)
+    return InputSpec(
+        version=version,
+        name=name,
+        dtype=dtype,
+        dtype_name=dtype_name(info.dtype),
+        height=int(dims[1]),
+        width=int(dims[2]),
+        channels=3,
+        num_classes=num_classes,
+    )
 
 
 class ModelInfo:
@@ -141,8 +158,13 @@ class ModelInfo:
             old = self._specs.get(selector)
             self._specs[selector] = spec
         if old is None or old.version != spec.version:
-            log.info("model %s (%s): version %s, input %s", self._client.settings.model_name,
-                     _describe(selector), version, spec.as_json())
+            log.info(
+                "model %s (%s): version %s, input %s",
+                self._client.settings.model_name,
+                _describe(selector),
+                version,
+                spec.as_json(),
+            )
         return spec
 
     def observe(self, selector: VersionSelector, answered_version: int) -> InputSpec:
@@ -165,8 +187,9 @@ class ModelInfo:
         try:
             self.refresh(LATEST)
         except GatewayError as exc:
-            log.warning("model metadata not available at start-up (%s); will retry per request",
-                        exc.message)
+            log.warning(
+                "model metadata not available at start-up (%s); will retry per request", exc.message
+            )
 
 
 def _describe(selector: VersionSelector) -> str:

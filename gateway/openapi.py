@@ -24,52 +24,110 @@ def _errors(*statuses: int) -> dict:
         codes = sorted(c for c, s in STATUS_BY_CODE.items() if s == status)
         response = _json(_ref("Error"), "error codes: " + ", ".join(codes))
         if status == 503:
-            response["headers"] = {"Retry-After": {"schema": {"type": "integer"},
-                                                   "description": "seconds to wait"}}
+            response["headers"] = {
+                "Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}
+            }
         out[str(status)] = response
     return out
 
 
 def _schemas() -> dict:
-    top = {"type": "object", "required": ["label", "class_id", "probability"], "properties": {
-        "label": {"type": "string"}, "class_id": {"type": "integer", "minimum": 0},
-        "probability": {"type": "number", "minimum": 0, "maximum": 1}}}
-    prediction = {"type": "object", "required": ["label", "class_id", "confidence", "top_k"],
-                  "properties": {"label": {"type": "string"},
-                                 "class_id": {"type": "integer", "minimum": 0},
-                                 "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                                 "top_k": {"type": "array", "items": _ref("TopK")}}}
-    error_body = {"type": "object", "required": ["code", "message"], "properties": {
-        "code": {"type": "string", "enum": sorted(STATUS_BY_CODE)},
-        "message": {"type": "string"}}}
-    model = {"type": "object", "required": ["name", "version"], "properties": {
-        "name": {"type": "string"},
-        "version": {"type": ["integer", "null"],
-                    "description": "the version that answered; null if no image reached it"}}}
-    item = {"type": "object", "required": ["index", "filename"], "properties": {
-        "index": {"type": "integer"}, "filename": {"type": ["string", "null"]},
-        "label": {"type": "string"}, "class_id": {"type": "integer"},
-        "confidence": {"type": "number"}, "top_k": {"type": "array", "items": _ref("TopK")},
-        "error": _ref("ErrorBody")},
-        "description": "either the prediction fields or error"}
+    top = {
+        "type": "object",
+        "required": ["label", "class_id", "probability"],
+        "properties": {
+            "label": {"type": "string"},
+            "class_id": {"type": "integer", "minimum": 0},
+            "probability": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+    }
+    prediction = {
+        "type": "object",
+        "required": ["label", "class_id", "confidence", "top_k"],
+        "properties": {
+            "label": {"type": "string"},
+            "class_id": {"type": "integer", "minimum": 0},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "top_k": {"type": "array", "items": _ref("TopK")},
+        },
+    }
+    error_body = {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string", "enum": sorted(STATUS_BY_CODE)},
+            "message": {"type": "string"},
+        },
+    }
+    model = {
+        "type": "object",
+        "required": ["name", "version"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {
+                "type": ["integer", "null"],
+                "description": "the version that answered; null if no image reached it",
+            },
+        },
+    }
+    item = {
+        "type": "object",
+        "required": ["index", "filename"],
+        "properties": {
+            "index": {"type": "integer"},
+            "filename": {"type": ["string", "null"]},
+            "label": {"type": "string"},
+            "class_id": {"type": "integer"},
+            "confidence": {"type": "number"},
+            "top_k": {"type": "array", "items": _ref("TopK")},
+            "error": _ref("ErrorBody"),
+        },
+        "description": "either the prediction fields or error",
+    }
     return {
         "TopK": top,
         "Prediction": prediction,
         "ErrorBody": error_body,
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": _ref(
-            "ErrorBody")}},
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": _ref("ErrorBody")},
+        },
         "Model": model,
-        "PredictResponse": {"type": "object", "required": ["model", "prediction"], "properties": {
-            "model": _ref("Model"), "prediction": _ref("Prediction")}},
-        "BatchResponse": {"type": "object", "required": ["model", "predictions"], "properties": {
-            "model": _ref("Model"), "predictions": {"type": "array", "items": _ref("BatchItem")}}},
+        "PredictResponse": {
+            "type": "object",
+            "required": ["model", "prediction"],
+            "properties": {"model": _ref("Model"), "prediction": _ref("Prediction")},
+        },
+        "BatchResponse": {
+            "type": "object",
+            "required": ["model", "predictions"],
+            "properties": {
+                "model": _ref("Model"),
+                "predictions": {"type": "array", "items": _ref("BatchItem")},
+            },
+        },
         "BatchItem": item,
-        "Classes": {"type": "object", "required": ["model", "classes"], "properties": {
-            "model": _ref("Model"), "classes": {"type": "array", "items": {"type": "string"},
-                                                "description": "labels in class-id order"}}},
-        "Health": {"type": "object", "properties": {
-            "status": {"const": "ok"}, "model": {"type": "string"},
-            "available_versions": {"type": "array", "items": {"type": "integer"}}}},
+        "Classes": {
+            "type": "object",
+            "required": ["model", "classes"],
+            "properties": {
+                "model": _ref("Model"),
+                "classes": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "labels in class-id order",
+                },
+            },
+        },
+        "Health": {
+            "type": "object",
+            "properties": {
+                "status": {"const": "ok"},
+                "model": {"type": "string"},
+                "available_versions": {"type": "array", "items": {"type": "integer"}},
+            },
+        },
     }
 
 
@@ -84,66 +142,145 @@ def document(settings: Settings, version: str) -> dict:
         A JSON-serialisable OpenAPI 3.1 document.
     """
     query = [
-        {"name": "top_k", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                     "default": settings.top_k},
-         "description": "top-k list length, capped at the number of classes"},
-        {"name": "version", "in": "query", "schema": {"type": "integer", "minimum": 0},
-         "description": "pin a model version (TF Serving ModelSpec.version)"},
-        {"name": "version_label", "in": "query",
-         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"},
-         "description": "a version label of TF Serving's model config; not with version"},
+        {
+            "name": "top_k",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "default": settings.top_k},
+            "description": "top-k list length, capped at the number of classes",
+        },
+        {
+            "name": "version",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "pin a model version (TF Serving ModelSpec.version)",
+        },
+        {
+            "name": "version_label",
+            "in": "query",
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"},
+            "description": "a version label of TF Serving's model config; not with version",
+        },
     ]
     auth = [{"apiKey": []}] if settings.api_key else []
-    image_body = {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
-            "image": {"type": "string", "format": "binary"}}}},
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
-    batch_body = {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["images"], "properties": {"images": {
-            "type": "array", "maxItems": settings.max_batch_images,
-            "items": {"type": "string", "format": "binary"}}}}}}}
+    image_body = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+    batch_body = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["images"],
+                    "properties": {
+                        "images": {
+                            "type": "array",
+                            "maxItems": settings.max_batch_images,
+                            "items": {"type": "string", "format": "binary"},
+                        }
+                    },
+                }
+            }
+        },
+    }
     serving_errors = (502, 503, 504)
     paths = {
-        "/": {"get": {"summary": "Service info: version, model, live versions, input spec",
-                      "security": auth, "responses": {"200": {"description": "info"},
-                                                      **_errors(401)}}},
-        "/health": {"get": {"summary": "Readiness: 200 only when a model version is AVAILABLE",
-                            "security": [], "responses": {
-                                "200": _json(_ref("Health"), "ready"), **_errors(503)}}},
-        "/classes": {"get": {"summary": "Labels of the live version in class-id order",
-                             "security": auth, "parameters": query[1:], "responses": {
-                                 "200": _json(_ref("Classes"), "labels"),
-                                 **_errors(400, 401, 404, *serving_errors)}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)",
-                             "security": [], "responses": {"200": {
-                                 "description": "metrics",
-                                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/openapi.json": {"get": {"summary": "This document", "security": auth,
-                                  "responses": {"200": {"description": "OpenAPI 3.1"},
-                                                **_errors(401)}}},
-        "/predict": {"post": {
-            "summary": "Classify one image (multipart field 'image' or a raw image body)",
-            "security": auth, "parameters": query, "requestBody": image_body,
-            "responses": {"200": _json(_ref("PredictResponse"), "prediction"),
-                          **_errors(400, 401, 404, 413, 415, *serving_errors)}}},
-        "/predict_batch": {"post": {
-            "summary": "Classify several images (repeated multipart field 'images'); items that "
-                       "cannot be decoded get their own error, the others are predicted",
-            "security": auth, "parameters": query, "requestBody": batch_body,
-            "responses": {"200": _json(_ref("BatchResponse"), "predictions in input order"),
-                          **_errors(400, 401, 404, 413, 415, *serving_errors)}}},
+        "/": {
+            "get": {
+                "summary": "Service info: version, model, live versions, input spec",
+                "security": auth,
+                "responses": {"200": {"description": "info"}, **_errors(401)},
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Readiness: 200 only when a model version is AVAILABLE",
+                "security": [],
+                "responses": {"200": _json(_ref("Health"), "ready"), **_errors(503)},
+            }
+        },
+        "/classes": {
+            "get": {
+                "summary": "Labels of the live version in class-id order",
+                "security": auth,
+                "parameters": query[1:],
+                "responses": {
+                    "200": _json(_ref("Classes"), "labels"),
+                    **_errors(400, 401, 404, *serving_errors),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": auth,
+                "responses": {"200": {"description": "OpenAPI 3.1"}, **_errors(401)},
+            }
+        },
+        "/predict": {
+            "post": {
+                "summary": "Classify one image (multipart field 'image' or a raw image body)",
+                "security": auth,
+                "parameters": query,
+                "requestBody": image_body,
+                "responses": {
+                    "200": _json(_ref("PredictResponse"), "prediction"),
+                    **_errors(400, 401, 404, 413, 415, *serving_errors),
+                },
+            }
+        },
+        "/predict_batch": {
+            "post": {
+                "summary": "Classify several images (repeated multipart field 'images'); items that "
+                "cannot be decoded get their own error, the others are predicted",
+                "security": auth,
+                "parameters": query,
+                "requestBody": batch_body,
+                "responses": {
+                    "200": _json(_ref("BatchResponse"), "predictions in input order"),
+                    **_errors(400, 401, 404, 413, 415, *serving_errors),
+                },
+            }
+        },
     }
     for item in paths.values():
         for operation in item.values():
             operation["responses"].update(_errors(405, 500))
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Fashion classifier gateway", "version": version,
-                 "description": f"Limits: body {settings.max_body_bytes} bytes, image "
-                                f"{settings.max_image_pixels} pixels, "
-                                f"{settings.max_batch_images} images per batch."},
+        "info": {
+            "title": "Fashion classifier gateway",
+            "version": version,
+            "description": f"Limits: body {settings.max_body_bytes} bytes, image "
+            f"{settings.max_image_pixels} pixels, "
+            f"{settings.max_batch_images} images per batch.",
+        },
         "paths": paths,
-        "components": {"schemas": _schemas(), "securitySchemes": {
-            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
     }

@@ -48,8 +48,12 @@ class Classification:
 
     def as_json(self) -> dict:
         """The contract's prediction object (docs/CONTRACTS.md section 4)."""
-        return {"label": self.label, "class_id": self.class_id, "confidence": self.confidence,
-                "top_k": self.top_k}
+        return {
+            "label": self.label,
+            "class_id": self.class_id,
+            "confidence": self.confidence,
+            "top_k": self.top_k,
+        }
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,9 @@ class Answer:
     items: list[ItemResult]
 
 
-def classify_rows(probabilities: np.ndarray, classes: np.ndarray,
-                  top_k: int) -> list[Classification]:
+def classify_rows(
+    probabilities: np.ndarray, classes: np.ndarray, top_k: int
+) -> list[Classification]:
     """Turn Predict outputs into labelled top-k lists.
 
     Args:
@@ -92,16 +97,31 @@ def classify_rows(probabilities: np.ndarray, classes: np.ndarray,
         GatewayError: ``serving_error`` if the two outputs' shapes disagree.
     """
     if probabilities.ndim != 2 or probabilities.shape != classes.shape:
-        raise GatewayError("serving_error", f"model outputs disagree: probabilities "
-                           f"{list(probabilities.shape)}, classes {list(classes.shape)}")
+        raise GatewayError(
+            "serving_error",
+            f"model outputs disagree: probabilities "
+            f"{list(probabilities.shape)}, classes {list(classes.shape)}",
+        )
     k = min(top_k, probabilities.shape[1])
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     results = []
     for row, ids in enumerate(order):
-        top = [{"label": _text(classes[row, j]), "class_id": int(j),
-                "probability": float(probabilities[row, j])} for j in ids]
-        results.append(Classification(label=top[0]["label"], class_id=top[0]["class_id"],
-                                      confidence=top[0]["probability"], top_k=top))
+        top = [
+            {
+                "label": _text(classes[row, j]),
+                "class_id": int(j),
+                "probability": float(probabilities[row, j]),
+            }
+            for j in ids
+        ]
+        results.append(
+            Classification(
+                label=top[0]["label"],
+                class_id=top[0]["class_id"],
+                confidence=top[0]["probability"],
+                top_k=top,
+            )
+        )
     return results
 
 
@@ -125,14 +145,16 @@ class Predictor:
         metrics: where decode time, labels and answering versions are recorded.
     """
 
-    def __init__(self, client: ServingClient, model_info: ModelInfo, settings: Settings,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, client: ServingClient, model_info: ModelInfo, settings: Settings, metrics: Metrics
+    ) -> None:
         self._client = client
         self._info = model_info
         self._settings = settings
         self._metrics = metrics
-        self._pool = ThreadPoolExecutor(max_workers=settings.decode_threads,
-                                        thread_name_prefix="decode")
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.decode_threads, thread_name_prefix="decode"
+        )
 
     def close(self) -> None:
         """Stop the decode threads."""
@@ -141,8 +163,7 @@ class Predictor:
     def _decode(self, data: bytes, spec: InputSpec) -> np.ndarray | GatewayError:
         start = time.perf_counter()
         try:
-            return preprocessing.decode(data, spec.size,
-                                        max_pixels=self._settings.max_image_pixels)
+            return preprocessing.decode(data, spec.size, max_pixels=self._settings.max_image_pixels)
         except preprocessing.ImageError as exc:
             return from_image_error(exc)
         except Exception:  # a crafted file can trip any error inside a Pillow plugin
@@ -151,25 +172,30 @@ class Predictor:
         finally:
             self._metrics.decode_seconds.observe(time.perf_counter() - start)
 
-
-    def _predict(self, batch: np.ndarray, spec: InputSpec, selector: VersionSelector,
-                 top_k: int) -> tuple[PredictResult, list[Classification]]:
-        result = self._client.predict({spec.name: batch.astype(spec.dtype, copy=False)},
-                                      selector=selector, output_filter=[PROBABILITIES, CLASSES])
+    def _predict(
+        self, batch: np.ndarray, spec: InputSpec, selector: VersionSelector, top_k: int
+    ) -> tuple[PredictResult, list[Classification]]:
+        result = self._client.predict(
+            {spec.name: batch.astype(spec.dtype, copy=False)},
+            selector=selector,
+            output_filter=[PROBABILITIES, CLASSES],
+        )
         self._metrics.answered.labels(version=str(result.version)).inc()
         try:
             rows = classify_rows(result.outputs[PROBABILITIES], result.outputs[CLASSES], top_k)
         except KeyError as exc:
             raise GatewayError("serving_error", f"Predict response lacks output {exc}") from None
         if len(rows) != len(batch):
-            raise GatewayError("serving_error",
-                               f"Predict returned {len(rows)} rows for {len(batch)} images")
+            raise GatewayError(
+                "serving_error", f"Predict returned {len(rows)} rows for {len(batch)} images"
+            )
         for row in rows:
             self._metrics.images.labels(label=row.label).inc()
         return result, rows
 
-    def classify(self, images: Sequence[bytes], *, top_k: int,
-                 selector: VersionSelector = LATEST) -> Answer:
+    def classify(
+        self, images: Sequence[bytes], *, top_k: int, selector: VersionSelector = LATEST
+    ) -> Answer:
         """Classify encoded images.
 
         Args:
@@ -196,8 +222,9 @@ class Predictor:
                 raise
             return self._classify(images, fresh, top_k, selector)
 
-    def _classify(self, images: Sequence[bytes], spec: InputSpec, top_k: int,
-                  selector: VersionSelector) -> Answer:
+    def _classify(
+        self, images: Sequence[bytes], spec: InputSpec, top_k: int, selector: VersionSelector
+    ) -> Answer:
         # Every image is queued for decoding at once; each chunk is sent as soon as its images are
         # decoded, so the model works on one chunk while the pool decodes the next.
         if len(images) == 1:
@@ -252,8 +279,7 @@ class Predictor:
         """
         spec = self._info.input_spec(selector)
         zero = np.zeros((1, spec.height, spec.width, spec.channels), dtype=spec.dtype)
-        result = self._client.predict({spec.name: zero}, selector=selector,
-                                      output_filter=[CLASSES])
+        result = self._client.predict({spec.name: zero}, selector=selector, output_filter=[CLASSES])
         self._info.observe(selector, result.version)
         classes = result.outputs.get(CLASSES)
         if classes is None or classes.ndim != 2 or classes.shape[0] != 1:

@@ -80,9 +80,13 @@ class VersionStatus:
 
 
 def _service_config(settings: Settings) -> str:
-    config: dict = {"methodConfig": [{
-        "name": [{"service": _PREDICTION_SERVICE}, {"service": _MODEL_SERVICE}],
-    }]}
+    config: dict = {
+        "methodConfig": [
+            {
+                "name": [{"service": _PREDICTION_SERVICE}, {"service": _MODEL_SERVICE}],
+            }
+        ]
+    }
     if settings.retries > 0:
         config["methodConfig"][0]["retryPolicy"] = {
             "maxAttempts": settings.retries + 1,
@@ -130,12 +134,14 @@ class ServingClient:
     Thread-safe: gRPC channels and stubs may be shared by threads.
     """
 
-    def __init__(self, settings: Settings,
-                 on_call: Callable[[str, float, str], None] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, on_call: Callable[[str, float, str], None] | None = None
+    ) -> None:
         self.settings = settings
         self._on_call = on_call
-        self._channel = grpc.insecure_channel(settings.grpc_address,
-                                              options=channel_options(settings))
+        self._channel = grpc.insecure_channel(
+            settings.grpc_address, options=channel_options(settings)
+        )
         self._prediction = protos.prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = protos.model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -170,25 +176,32 @@ class ServingClient:
         code, details = exc.code(), exc.details() or ""
         if code == grpc.StatusCode.UNAVAILABLE:
             return GatewayError(
-                "serving_unavailable", f"TF Serving at {self.settings.grpc_address} is "
-                f"unavailable ({details})",
-                headers={"Retry-After": str(self.settings.retry_after_seconds)})
+                "serving_unavailable",
+                f"TF Serving at {self.settings.grpc_address} is unavailable ({details})",
+                headers={"Retry-After": str(self.settings.retry_after_seconds)},
+            )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return GatewayError(
                 "deadline_exceeded",
-                f"TF Serving did not answer {method} within {self.settings.deadline_seconds} s")
+                f"TF Serving did not answer {method} within {self.settings.deadline_seconds} s",
+            )
         if code == grpc.StatusCode.NOT_FOUND:
             return GatewayError("not_found", f"model or version not found: {details}")
         if code == grpc.StatusCode.INVALID_ARGUMENT and "version label" in details:
             # TF Serving: InvalidArgument("Unrecognized servable version label: X").
             return GatewayError("not_found", details)
         log.error("TF Serving %s failed: %s: %s", method, code.name if code else code, details)
-        return GatewayError("serving_error",
-                            f"TF Serving rejected {method}: {code.name if code else 'UNKNOWN'}")
+        return GatewayError(
+            "serving_error", f"TF Serving rejected {method}: {code.name if code else 'UNKNOWN'}"
+        )
 
-    def predict(self, inputs: Mapping[str, np.ndarray], *,
-                selector: VersionSelector = LATEST,
-                output_filter: Iterable[str] = ()) -> PredictResult:
+    def predict(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        selector: VersionSelector = LATEST,
+        output_filter: Iterable[str] = (),
+    ) -> PredictResult:
         """Call ``PredictionService/Predict`` on the configured signature.
 
         Args:
@@ -204,14 +217,17 @@ class ServingClient:
                 ``not_found`` (404) or ``serving_error`` (502).
         """
         request = protos.predict_pb2.PredictRequest(
-            model_spec=self._model_spec(selector, signature=True),
-            output_filter=list(output_filter))
+            model_spec=self._model_spec(selector, signature=True), output_filter=list(output_filter)
+        )
         for key, array in inputs.items():
             request.inputs[key].CopyFrom(to_tensor_proto(array))
         response = self._call("Predict", self._prediction.Predict, request)
         outputs = {key: to_ndarray(tensor) for key, tensor in response.outputs.items()}
-        return PredictResult(model_name=response.model_spec.name,
-                             version=int(response.model_spec.version.value), outputs=outputs)
+        return PredictResult(
+            model_name=response.model_spec.name,
+            version=int(response.model_spec.version.value),
+            outputs=outputs,
+        )
 
     def get_signature(self, selector: VersionSelector = LATEST) -> tuple[int, object]:
         """Call ``PredictionService/GetModelMetadata`` and return the configured signature.
@@ -227,8 +243,8 @@ class ServingClient:
             GatewayError: as :meth:`predict`; ``serving_error`` if the signature is missing.
         """
         request = protos.get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=self._model_spec(selector, signature=False),
-            metadata_field=["signature_def"])
+            model_spec=self._model_spec(selector, signature=False), metadata_field=["signature_def"]
+        )
         response = self._call("GetModelMetadata", self._prediction.GetModelMetadata, request)
         signature_map = protos.get_model_metadata_pb2.SignatureDefMap()
         if not response.metadata["signature_def"].Unpack(signature_map):
@@ -251,9 +267,13 @@ class ServingClient:
             GatewayError: as :meth:`predict`.
         """
         request = protos.get_model_status_pb2.GetModelStatusRequest(
-            model_spec=self._model_spec(selector, signature=False))
+            model_spec=self._model_spec(selector, signature=False)
+        )
         response = self._call("GetModelStatus", self._models.GetModelStatus, request)
         state_name = protos.get_model_status_pb2.ModelVersionStatus.State.Name
-        return [VersionStatus(version=int(s.version), state=state_name(s.state),
-                              error=s.status.error_message)
-                for s in response.model_version_status]
+        return [
+            VersionStatus(
+                version=int(s.version), state=state_name(s.state), error=s.status.error_message
+            )
+            for s in response.model_version_status
+        ]

@@ -33,48 +33,76 @@ class Settings:
     """
 
     grpc_address: str = _env(
-        "SERVING_GRPC_ADDRESS", "host:port of TF Serving's gRPC API", "localhost:8500")
+        "SERVING_GRPC_ADDRESS", "host:port of TF Serving's gRPC API", "localhost:8500"
+    )
     model_name: str = _env("MODEL_NAME", "model name in TF Serving's model config", "fashion")
     signature_name: str = _env(
-        "SIGNATURE_NAME", "SavedModel signature called by Predict", "serving_default")
+        "SIGNATURE_NAME", "SavedModel signature called by Predict", "serving_default"
+    )
     deadline_seconds: float = _env(
-        "SERVING_DEADLINE_SECONDS",
-        "deadline of one gRPC call in seconds, retries included", 10.0)
+        "SERVING_DEADLINE_SECONDS", "deadline of one gRPC call in seconds, retries included", 10.0
+    )
     retries: int = _env(
-        "SERVING_RETRIES", "extra attempts of a gRPC call that failed with UNAVAILABLE (0..4)", 2)
+        "SERVING_RETRIES", "extra attempts of a gRPC call that failed with UNAVAILABLE (0..4)", 2
+    )
     retry_backoff_seconds: float = _env(
-        "SERVING_RETRY_BACKOFF_SECONDS", "first retry backoff in seconds (doubles, with jitter)",
-        0.1)
+        "SERVING_RETRY_BACKOFF_SECONDS",
+        "first retry backoff in seconds (doubles, with jitter)",
+        0.1,
+    )
     retry_after_seconds: int = _env(
-        "RETRY_AFTER_SECONDS", "Retry-After header value sent with 503, in seconds", 5)
+        "RETRY_AFTER_SECONDS", "Retry-After header value sent with 503, in seconds", 5
+    )
     grpc_max_message_bytes: int = _env(
-        "GRPC_MAX_MESSAGE_BYTES", "gRPC send and receive message size limit in bytes",
-        64 * 1024 * 1024)
+        "GRPC_MAX_MESSAGE_BYTES",
+        "gRPC send and receive message size limit in bytes",
+        64 * 1024 * 1024,
+    )
     max_body_bytes: int = _env(
-        "MAX_BODY_BYTES", "largest request body in bytes (multipart or raw), else 413",
-        32 * 1024 * 1024)
+        "MAX_BODY_BYTES",
+        "largest request body in bytes (multipart or raw), else 413",
+        32 * 1024 * 1024,
+    )
     max_image_pixels: int = _env(
         "MAX_IMAGE_PIXELS",
         "largest width*height an image header may declare, else 413 before decoding; far below "
-        "Pillow's decompression-bomb error at 178,956,970 pixels", 40_000_000)
+        "Pillow's decompression-bomb error at 178,956,970 pixels",
+        40_000_000,
+    )
     max_batch_images: int = _env(
-        "MAX_BATCH_IMAGES", "most images in one /predict_batch request, else 413", 64)
+        "MAX_BATCH_IMAGES", "most images in one /predict_batch request, else 413", 64
+    )
     predict_chunk_size: int = _env(
-        "PREDICT_CHUNK_SIZE", "most images sent in one gRPC Predict call (a chunk is sent as soon "
-        "as its images are decoded, overlapping decoding and the model)", 16)
+        "PREDICT_CHUNK_SIZE",
+        "most images sent in one gRPC Predict call (a chunk is sent as soon "
+        "as its images are decoded, overlapping decoding and the model)",
+        16,
+    )
     top_k: int = _env("TOP_K", "default length of the top_k list (query top_k overrides)", 3)
     api_key: str | None = _env(
-        "GATEWAY_API_KEY", "if set, every endpoint except /health and /metrics needs X-API-Key",
-        None)
+        "GATEWAY_API_KEY",
+        "if set, every endpoint except /health and /metrics needs X-API-Key",
+        None,
+    )
     decode_threads: int = _env(
         "DECODE_THREADS",
-        "threads of the per-process pool that decodes uploads (shared by all requests)", 4)
+        "threads of the per-process pool that decodes uploads (shared by all requests)",
+        4,
+    )
     log_level: str = _env("LOG_LEVEL", "Python logging level of the gateway", "INFO")
 
     def __post_init__(self) -> None:
-        positive = ("deadline_seconds", "grpc_max_message_bytes", "max_body_bytes",
-                    "max_image_pixels", "max_batch_images", "predict_chunk_size", "top_k",
-                    "decode_threads", "retry_after_seconds")
+        positive = (
+            "deadline_seconds",
+            "grpc_max_message_bytes",
+            "max_body_bytes",
+            "max_image_pixels",
+            "max_batch_images",
+            "predict_chunk_size",
+            "top_k",
+            "decode_threads",
+            "retry_after_seconds",
+        )
         for name in (*positive, "retry_backoff_seconds"):
             value = getattr(self, name)
             if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
@@ -85,12 +113,15 @@ class Settings:
             raise SettingsError("SERVING_GRPC_ADDRESS and MODEL_NAME must not be empty")
         levels = logging.getLevelNamesMapping()
         if self.log_level not in levels or self.log_level == "NOTSET":
-            raise SettingsError(f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, "
-                                f"CRITICAL, got {self.log_level!r}")
+            raise SettingsError(
+                f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, "
+                f"CRITICAL, got {self.log_level!r}"
+            )
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None,
-                 **overrides: typing.Any) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: typing.Any
+    ) -> Settings:
         """Build settings from environment variables, falling back to the documented defaults.
 
         Args:
@@ -121,7 +152,8 @@ class Settings:
                     values[f.name] = raw
             except ValueError:
                 raise SettingsError(
-                    f"{f.metadata['env']}={raw!r} is not a valid {kind.__name__}") from None
+                    f"{f.metadata['env']}={raw!r} is not a valid {kind.__name__}"
+                ) from None
         values.update(overrides)
         return cls(**values)
 
@@ -150,8 +182,10 @@ class Settings:
         Returns:
             One dict per field with keys ``env``, ``default``, ``doc``.
         """
-        return [{"env": f.metadata["env"], "default": repr(f.default), "doc": f.metadata["doc"]}
-                for f in dataclasses.fields(cls)]
+        return [
+            {"env": f.metadata["env"], "default": repr(f.default), "doc": f.metadata["doc"]}
+            for f in dataclasses.fields(cls)
+        ]
 
 
 def _env_name(field_name: str) -> str:

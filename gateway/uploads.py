@@ -63,13 +63,17 @@ def query_options(request: Request, settings: Settings) -> QueryOptions:
             version and a label (TF Serving's ModelSpec takes one of them).
     """
     args = request.args
-    top_k = _int_param(args.get("top_k"), "top_k", minimum=1, default=settings.top_k,
-                       note=" (values above the number of classes list every class)")
+    top_k = _int_param(
+        args.get("top_k"),
+        "top_k",
+        minimum=1,
+        default=settings.top_k,
+        note=" (values above the number of classes list every class)",
+    )
     version = _int_param(args.get("version"), "version", minimum=0, default=None)
     label = args.get("version_label")
     if label is not None and not _LABEL.match(label):
-        raise GatewayError("invalid_parameter",
-                           "version_label must match [A-Za-z0-9_.-]{1,64}")
+        raise GatewayError("invalid_parameter", "version_label must match [A-Za-z0-9_.-]{1,64}")
     if version is not None and label is not None:
         raise GatewayError("invalid_parameter", "give version or version_label, not both")
     return QueryOptions(top_k=top_k, selector=VersionSelector(version=version, label=label))
@@ -78,22 +82,28 @@ def query_options(request: Request, settings: Settings) -> QueryOptions:
 _MAX_DIGITS = 18  # every accepted value fits TF Serving's int64 version numbers
 
 
-def _int_param(raw: str | None, name: str, *, minimum: int, default: int | None,
-               note: str = "") -> int | None:
+def _int_param(
+    raw: str | None, name: str, *, minimum: int, default: int | None, note: str = ""
+) -> int | None:
     if raw is None:
         return default
     if not re.fullmatch(rf"\d{{1,{_MAX_DIGITS}}}", raw.strip()) or int(raw) < minimum:
-        raise GatewayError("invalid_parameter",
-                           f"{name} must be an integer from {minimum} to {'9' * _MAX_DIGITS}"
-                           f"{note}, got {raw[:40]!r}")
+        raise GatewayError(
+            "invalid_parameter",
+            f"{name} must be an integer from {minimum} to {'9' * _MAX_DIGITS}"
+            f"{note}, got {raw[:40]!r}",
+        )
     return int(raw)
 
 
 def _missing_file(request: Request, name: str) -> GatewayError:
     if name in request.form:
-        return GatewayError("missing_field", f"multipart field {name!r} must be a file upload "
-                            "(a part with a filename, e.g. curl -F "
-                            f"{name}=@photo.jpg), not a text field")
+        return GatewayError(
+            "missing_field",
+            f"multipart field {name!r} must be a file upload "
+            "(a part with a filename, e.g. curl -F "
+            f"{name}=@photo.jpg), not a text field",
+        )
     return GatewayError("missing_field", f"multipart field {name!r} is missing")
 
 
@@ -124,8 +134,9 @@ def _raw_body(request: Request, settings: Settings) -> bytes:
 
 def _check_size(data: bytes, settings: Settings) -> bytes:
     if len(data) > settings.max_body_bytes:
-        raise GatewayError("payload_too_large",
-                           f"the body is over the limit of {settings.max_body_bytes} bytes")
+        raise GatewayError(
+            "payload_too_large", f"the body is over the limit of {settings.max_body_bytes} bytes"
+        )
     return data
 
 
@@ -151,16 +162,21 @@ def single_image(request: Request, settings: Settings) -> Upload:
         if not files:
             raise _missing_file(request, "image")
         if len(files) > 1:
-            raise GatewayError("invalid_parameter",
-                               "send one 'image' to /predict; use /predict_batch for several")
+            raise GatewayError(
+                "invalid_parameter", "send one 'image' to /predict; use /predict_batch for several"
+            )
         return Upload(files[0].filename, _check_size(files[0].read(), settings))
     if mimetype.startswith("image/") or mimetype in _RAW_TYPES:
         return Upload(None, _raw_body(request, settings))
     if not mimetype and not request.content_length:
-        raise GatewayError("missing_field", "send an image as multipart field 'image' or as "
-                           "the body with an image/* Content-Type")
-    raise GatewayError("unsupported_media_type", f"Content-Type {mimetype!r} is not accepted; "
-                       "send multipart/form-data or image/*")
+        raise GatewayError(
+            "missing_field",
+            "send an image as multipart field 'image' or as the body with an image/* Content-Type",
+        )
+    raise GatewayError(
+        "unsupported_media_type",
+        f"Content-Type {mimetype!r} is not accepted; send multipart/form-data or image/*",
+    )
 
 
 def batch_images(request: Request, settings: Settings) -> list[Upload]:
@@ -179,16 +195,21 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
             ``payload_too_large`` (413).
     """
     if request.mimetype != "multipart/form-data":
-        raise GatewayError("unsupported_media_type",
-                           "send the images as repeated multipart/form-data field 'images'")
+        raise GatewayError(
+            "unsupported_media_type",
+            "send the images as repeated multipart/form-data field 'images'",
+        )
     files = request.files.getlist("images")
     if not files:
         raise _missing_file(request, "images")
     if len(files) > settings.max_batch_images:
-        raise GatewayError("too_many_images", f"{len(files)} images sent; the limit is "
-                           f"{settings.max_batch_images} per request")
+        raise GatewayError(
+            "too_many_images",
+            f"{len(files)} images sent; the limit is {settings.max_batch_images} per request",
+        )
     uploads = [Upload(f.filename, f.read()) for f in files]
     if sum(len(u.data) for u in uploads) > settings.max_body_bytes:
-        raise GatewayError("payload_too_large",
-                           f"the images are over the limit of {settings.max_body_bytes} bytes")
+        raise GatewayError(
+            "payload_too_large", f"the images are over the limit of {settings.max_body_bytes} bytes"
+        )
     return uploads

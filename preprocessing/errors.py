@@ -45,8 +45,9 @@ class UnsupportedFormatError(ImageError):
     code = "unsupported_format"
 
     def __init__(self, format_name: str) -> None:
-        super().__init__(f"image format {format_name} is not supported; send JPEG, PNG, WebP, "
-                         "BMP, GIF or TIFF")
+        super().__init__(
+            f"image format {format_name} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF"
+        )
         self.format_name = format_name
 
 

@@ -47,8 +47,9 @@ class _Task:
 
 
 def _queue_key(call: PreparedCall) -> tuple:
-    layout = tuple((alias, array.dtype.str, array.shape[1:])
-                   for alias, array in sorted(call.inputs.items()))
+    layout = tuple(
+        (alias, array.dtype.str, array.shape[1:]) for alias, array in sorted(call.inputs.items())
+    )
     return (call.signature_name, call.outputs, layout)
 
 
@@ -62,9 +63,13 @@ class Batcher:
         on_queue: called with the change in queued rows (+n on submit, -n when a batch is taken).
     """
 
-    def __init__(self, run: RunFn, options: BatchingOptions,
-                 on_batch: Callable[[int, int], None] | None = None,
-                 on_queue: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        run: RunFn,
+        options: BatchingOptions,
+        on_batch: Callable[[int, int], None] | None = None,
+        on_queue: Callable[[int], None] | None = None,
+    ) -> None:
         self._run = run
         self._options = options
         self._on_batch = on_batch
@@ -96,7 +101,8 @@ class Batcher:
         limit = self._options.max_batch_size
         if rows > limit:
             raise invalid_argument(
-                f"Task size {rows} is larger than maximum input batch size {limit}")
+                f"Task size {rows} is larger than maximum input batch size {limit}"
+            )
         task = _Task(call, time.monotonic())
         with self._cond:
             if self._closed:
@@ -108,7 +114,8 @@ class Batcher:
                 if math.ceil(queued_rows / limit) > self._options.max_enqueued_batches:
                     raise ServingError(
                         grpc.StatusCode.UNAVAILABLE,
-                        "The batch scheduling queue to which this task was submitted is full")
+                        "The batch scheduling queue to which this task was submitted is full",
+                    )
                 queue.append(task)
                 self._on_queue(rows)
                 self._cond.notify()
@@ -130,12 +137,12 @@ class Batcher:
     def _rows(call: PreparedCall) -> int:
         arrays = list(call.inputs.values())
         if not arrays or any(a.ndim == 0 for a in arrays):
-            raise invalid_argument(
-                "Batching Run() input tensors must have at least one dimension")
+            raise invalid_argument("Batching Run() input tensors must have at least one dimension")
         sizes = {int(a.shape[0]) for a in arrays}
         if len(sizes) != 1:
             raise invalid_argument(
-                "Batching Run() input tensors must have equal 0th-dimension size")
+                "Batching Run() input tensors must have equal 0th-dimension size"
+            )
         return sizes.pop()
 
     def _take_batch(self) -> list[_Task] | None:
@@ -196,10 +203,11 @@ class Batcher:
                     raise ServingError(
                         grpc.StatusCode.INTERNAL,
                         f"output '{alias}' has shape {list(array.shape)}: batching needs "
-                        f"dimension 0 = {padded} (batch-major outputs)")
+                        f"dimension 0 = {padded} (batch-major outputs)",
+                    )
             start = 0
             for task, size in zip(batch, sizes, strict=True):
-                task.result = {a: o[start:start + size] for a, o in outputs.items()}
+                task.result = {a: o[start : start + size] for a, o in outputs.items()}
                 start += size
         except BaseException as exc:  # every caller of the batch gets the error
             for task in batch:

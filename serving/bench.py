@@ -39,9 +39,11 @@ BLOCK = 5
 
 def _summary(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    return {"median_ms": round(statistics.median(ordered) * 1e3, 2),
-            "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))] * 1e3, 2),
-            "n": len(ordered)}
+    return {
+        "median_ms": round(statistics.median(ordered) * 1e3, 2),
+        "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))] * 1e3, 2),
+        "n": len(ordered),
+    }
 
 
 def measure(base_path: str, model_name: str, repeats: int, log_path: str) -> dict:
@@ -66,13 +68,15 @@ def measure(base_path: str, model_name: str, repeats: int, log_path: str) -> dic
         loaded = tf.saved_model.load(folder)
         function = loaded.signatures["serving_default"]
         _, kwargs = function.structured_input_signature
-        (input_name, spec), = kwargs.items()
+        ((input_name, spec),) = kwargs.items()
         height, width = int(spec.shape[1]), int(spec.shape[2])
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, size=(32, height, width, 3), dtype=np.uint8)
-        options = [("grpc.max_send_message_length", 64 << 20),
-                   ("grpc.max_receive_message_length", 64 << 20),
-                   ("grpc.http2.max_frame_size", 16777215)]
+        options = [
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.http2.max_frame_size", 16777215),
+        ]
         channel = grpc.insecure_channel(server.grpc_address, options=options)
         stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
@@ -90,8 +94,9 @@ def measure(base_path: str, model_name: str, repeats: int, log_path: str) -> dic
         report: dict = {"startup_to_available_s": round(startup, 2), "version": version}
         for size, count in ((1, repeats), (32, max(10, repeats // 3))):
             batch = images[:size]
-            np.testing.assert_allclose(local(batch)["probabilities"],
-                                       remote(batch)["probabilities"], atol=1e-5)
+            np.testing.assert_allclose(
+                local(batch)["probabilities"], remote(batch)["probabilities"], atol=1e-5
+            )
             for _ in range(3):  # warm both paths
                 local(batch)
                 remote(batch)
@@ -125,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the report here")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    report = measure(str(Path(args.model_base_path).resolve()), args.model_name, args.repeats,
-                     args.log)
+    report = measure(
+        str(Path(args.model_base_path).resolve()), args.model_name, args.repeats, args.log
+    )
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -153,16 +153,20 @@ def models_from_proto(proto, path: str = "config") -> list[ModelConfig]:
         if not entry.name or not entry.base_path:
             raise ConfigError(f"{path}: every config needs a name and a base_path")
         if entry.model_platform not in ("", "tensorflow"):
-            raise ConfigError(f"{path}: model {entry.name}: platform {entry.model_platform!r} "
-                              "is not supported (only 'tensorflow')")
+            raise ConfigError(
+                f"{path}: model {entry.name}: platform {entry.model_platform!r} "
+                "is not supported (only 'tensorflow')"
+            )
         if any(m.name == entry.name for m in models):
             raise ConfigError(f"{path}: model {entry.name} is configured twice")
-        models.append(ModelConfig(
-            name=entry.name,
-            base_path=os.path.abspath(entry.base_path),
-            policy=_policy(entry.model_version_policy),
-            labels={k: int(v) for k, v in entry.version_labels.items()},
-        ))
+        models.append(
+            ModelConfig(
+                name=entry.name,
+                base_path=os.path.abspath(entry.base_path),
+                policy=_policy(entry.model_version_policy),
+                labels={k: int(v) for k, v in entry.version_labels.items()},
+            )
+        )
     return models
 
 

@@ -24,8 +24,12 @@ _F = descriptor_pb2.FieldDescriptorProto
 
 
 def _field(name: str, number: int, kind: int, type_name: str = "", repeated: bool = False):
-    field = _F(name=name, number=number, type=kind,
-               label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL)
+    field = _F(
+        name=name,
+        number=number,
+        type=kind,
+        label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL,
+    )
     if type_name:
         field.type_name = type_name
     return field
@@ -66,8 +70,7 @@ def _build_file() -> descriptor_pb2.FileDescriptorProto:
 
 def _messages() -> dict[str, type]:
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(
-        wrappers_pb2.DESCRIPTOR.serialized_pb))
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(wrappers_pb2.DESCRIPTOR.serialized_pb))
     file = pool.Add(_build_file())
     return {
         name: message_factory.GetMessageClass(file.message_types_by_name[name])

@@ -73,8 +73,9 @@ class ServingCore:
                 raise invalid_argument("Missing ModelSpec")
             handle = resolve_spec(self.manager, request.model_spec)
             servable = handle.servable
-            call = servable.prepare(request.model_spec.signature_name, request.inputs,
-                                    request.output_filter)
+            call = servable.prepare(
+                request.model_spec.signature_name, request.inputs, request.output_filter
+            )
             outputs = handle.run(call)
             if handle.batcher is None:
                 self.metrics.model_runs.labels(servable.name, str(servable.version)).inc()
@@ -113,7 +114,8 @@ class ServingCore:
                 raise invalid_argument("Missing ModelSpec")
             if not request.metadata_field:
                 raise invalid_argument(
-                    "GetModelMetadataRequest must specify at least one metadata_field")
+                    "GetModelMetadataRequest must specify at least one metadata_field"
+                )
             for field in request.metadata_field:
                 if field != SIGNATURE_DEF_FIELD:
                     raise invalid_argument(f"Metadata field {field} is not supported")

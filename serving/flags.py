@@ -70,35 +70,35 @@ HELP = {
     "port": "TCP port of the gRPC API (PredictionService, ModelService).",
     "rest_api_port": "TCP port of the HTTP/REST API (/v1/models/...); 0 = no REST API.",
     "model_name": "Name of the single model given by --model_base_path (the name clients put "
-                  "in model_spec / the REST URL).",
+    "in model_spec / the REST URL).",
     "model_base_path": "Folder holding the model's version folders, each named by an integer "
-                       "(1/, 2/, ...) and containing a SavedModel; the newest is served. Relative "
-                       "to the working directory. Ignored with --model_config_file.",
+    "(1/, 2/, ...) and containing a SavedModel; the newest is served. Relative "
+    "to the working directory. Ignored with --model_config_file.",
     "model_config_file": "ModelServerConfig file (protobuf text format) listing models, base "
-                         "paths, version policies and labels; replaces --model_name and "
-                         "--model_base_path. Relative base_path values are resolved against the "
-                         "working directory.",
+    "paths, version policies and labels; replaces --model_name and "
+    "--model_base_path. Relative base_path values are resolved against the "
+    "working directory.",
     "model_config_file_poll_wait_seconds": "Re-read --model_config_file every this many seconds; "
-                                           "0 = read it once at start-up.",
+    "0 = read it once at start-up.",
     "file_system_poll_wait_seconds": "Look for new, removed or changed version folders under "
-                                     "every base path every this many seconds (> 0).",
+    "every base path every this many seconds (> 0).",
     "enable_batching": "Merge concurrent Predict calls to one model into one run (true/false; "
-                       "the bare flag means true).",
+    "the bare flag means true).",
     "batching_parameters_file": "BatchingParameters file (protobuf text format) for "
-                                "--enable_batching; empty = built-in batching defaults.",
+    "--enable_batching; empty = built-in batching defaults.",
     "monitoring_config_file": "MonitoringConfig file (protobuf text format); enables Prometheus "
-                              "metrics on the REST port (at its prometheus_config.path).",
+    "metrics on the REST port (at its prometheus_config.path).",
     "enable_model_warmup": "Replay each version's assets.extra/tf_serving_warmup_requests before "
-                           "it is reported AVAILABLE (true/false).",
+    "it is reported AVAILABLE (true/false).",
     "tensorflow_intra_op_parallelism": "Threads TensorFlow uses inside one op; 0 = one per CPU "
-                                       "core.",
+    "core.",
     "tensorflow_inter_op_parallelism": "Ops TensorFlow runs in parallel; 0 = min(2, CPU cores).",
     "grpc_max_threads": "Threads handling gRPC calls (raised to twice the max batch size with "
-                        "batching, so a batch can fill).",
+    "batching, so a batch can fill).",
     "grpc_max_message_bytes": "Largest gRPC request or response, in bytes.",
     "bind_address": "Interface address both ports listen on (not a tensorflow_model_server "
-                    "flag: it always listens on all interfaces, as 0.0.0.0 does here); "
-                    "127.0.0.1 = this machine only.",
+    "flag: it always listens on all interfaces, as 0.0.0.0 does here); "
+    "127.0.0.1 = this machine only.",
 }
 """``--help`` text of each flag (the default is appended)."""
 
@@ -113,19 +113,29 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m serving",
         description="A local model server speaking TF Serving's gRPC and REST APIs, with "
-                    "tensorflow_model_server's flag names. Give --model_base_path (one model) "
-                    "or --model_config_file. Both --flag value and --flag=value work.",
+        "tensorflow_model_server's flag names. Give --model_base_path (one model) "
+        "or --model_config_file. Both --flag value and --flag=value work.",
     )
     defaults = Flags()
     for name, value in defaults.__dict__.items():
         if isinstance(value, bool):
-            parser.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=value,
-                                metavar="true|false",
-                                help=f"{HELP[name]} Default: {_shown(value)}.")
+            parser.add_argument(
+                f"--{name}",
+                type=_bool,
+                nargs="?",
+                const=True,
+                default=value,
+                metavar="true|false",
+                help=f"{HELP[name]} Default: {_shown(value)}.",
+            )
         else:
-            parser.add_argument(f"--{name}", type=type(value), default=value,
-                                metavar=type(value).__name__.upper(),
-                                help=f"{HELP[name]} Default: {_shown(value)}.")
+            parser.add_argument(
+                f"--{name}",
+                type=type(value),
+                default=value,
+                metavar=type(value).__name__.upper(),
+                help=f"{HELP[name]} Default: {_shown(value)}.",
+            )
     return parser
 
 

@@ -58,8 +58,9 @@ class ModelService(protos.model_service_pb2_grpc.ModelServiceServicer):
         return _call(context, self._core.get_model_status, request)
 
 
-def build_server(core: ServingCore, port: int, max_workers: int, max_message_bytes: int,
-                 host: str = "0.0.0.0") -> tuple[grpc.Server, int]:
+def build_server(
+    core: ServingCore, port: int, max_workers: int, max_message_bytes: int, host: str = "0.0.0.0"
+) -> tuple[grpc.Server, int]:
     """A gRPC server with both services, bound but not started.
 
     Args:
@@ -82,11 +83,13 @@ def build_server(core: ServingCore, port: int, max_workers: int, max_message_byt
         # Largest HTTP/2 frame (2^24 - 1): a 32-image request (4.8 MB) in fewer frames.
         ("grpc.http2.max_frame_size", 16777215),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
-                                                    thread_name_prefix="grpc"),
-                         options=options)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        options=options,
+    )
     protos.prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(core), server)
+        PredictionService(core), server
+    )
     protos.model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

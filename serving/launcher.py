@@ -71,17 +71,30 @@ class ModelServerProcess:
         startup_seconds: time from spawn to ready, seconds.
     """
 
-    def __init__(self, args: list[str], *, port: int | None = None, rest: bool = False,
-                 rest_port: int | None = None, log_path: str | os.PathLike[str] | None = None,
-                 wait_for_model: str | Literal[False] | None = None, start_timeout: float = 120.0,
-                 env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None):
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        port: int | None = None,
+        rest: bool = False,
+        rest_port: int | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        wait_for_model: str | Literal[False] | None = None,
+        start_timeout: float = 120.0,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ):
         self.args = list(args)
         self.port = port or free_port()
         self.rest_port = (rest_port or free_port()) if rest else 0
-        self.log_path = Path(log_path) if log_path else Path(
-            os.environ.get("TMPDIR", "/tmp")) / f"serving-{self.port}.log"
-        self.wait_for_model = None if wait_for_model is False else (
-            wait_for_model or _model_name(self.args))
+        self.log_path = (
+            Path(log_path)
+            if log_path
+            else Path(os.environ.get("TMPDIR", "/tmp")) / f"serving-{self.port}.log"
+        )
+        self.wait_for_model = (
+            None if wait_for_model is False else (wait_for_model or _model_name(self.args))
+        )
         self.start_timeout = start_timeout
         self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
         self.cwd = str(cwd or REPO_ROOT)
@@ -105,13 +118,21 @@ class ModelServerProcess:
             ServerStartError: it exited or timed out (the process is stopped; the message ends
                 with the log's last lines).
         """
-        command = [sys.executable, "-m", "serving", f"--port={self.port}",
-                   f"--rest_api_port={self.rest_port}", "--bind_address=127.0.0.1", *self.args]
+        command = [
+            sys.executable,
+            "-m",
+            "serving",
+            f"--port={self.port}",
+            f"--rest_api_port={self.rest_port}",
+            "--bind_address=127.0.0.1",
+            *self.args,
+        ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         started = time.monotonic()
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=self.env, cwd=self.cwd)
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
+        )
         try:
             self._wait_ready(started + self.start_timeout)
         except ServerStartError:
@@ -129,7 +150,8 @@ class ModelServerProcess:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise ServerStartError(
-                        f"server exited with {self.process.returncode}\n{self.log_tail()}")
+                        f"server exited with {self.process.returncode}\n{self.log_tail()}"
+                    )
                 try:
                     response = stub.GetModelStatus(request, timeout=2)
                 except grpc.RpcError as exc:

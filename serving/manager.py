@@ -111,9 +111,14 @@ class ModelManager:
             doubled per further failure, capped at ``MAX_RETRY_BACKOFF_SECONDS``.
     """
 
-    def __init__(self, loader: Callable[[str, int, str], Servable] | None = None,
-                 batching: BatchingOptions | None = None, warmup: bool = True,
-                 metrics: Metrics | None = None, retry_backoff_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        loader: Callable[[str, int, str], Servable] | None = None,
+        batching: BatchingOptions | None = None,
+        warmup: bool = True,
+        metrics: Metrics | None = None,
+        retry_backoff_seconds: float = 2.0,
+    ) -> None:
         self._loader = loader or _load_servable
         self._batching = batching
         self._warmup = warmup
@@ -199,11 +204,13 @@ class ModelManager:
         else:
             why = "the folder does not exist (relative paths are resolved against %s)"
             detail = os.getcwd()
-        log.warning("No versions of servable %s found under base path %s: " + why,
-                    name, base, detail)
+        log.warning(
+            "No versions of servable %s found under base path %s: " + why, name, base, detail
+        )
 
-    def _load(self, model: _Model, number: int, path: str, version: _Version,
-              fingerprint: tuple) -> None:
+    def _load(
+        self, model: _Model, number: int, path: str, version: _Version, fingerprint: tuple
+    ) -> None:
         name = model.config.name
         with self._lock:
             version.state = State.LOADING
@@ -223,7 +230,8 @@ class ModelManager:
                 version.failures += 1
                 version.fingerprint = fingerprint
                 version.retry_at = time.monotonic() + min(
-                    self._backoff * 2 ** (version.failures - 1), MAX_RETRY_BACKOFF_SECONDS)
+                    self._backoff * 2 ** (version.failures - 1), MAX_RETRY_BACKOFF_SECONDS
+                )
             self._metrics.loads.labels(name, "failed").inc()
             log.error("Loading servable: {name: %s version: %d} failed: %s", name, number, exc)
             return
@@ -236,8 +244,9 @@ class ModelManager:
                 runs.inc()
                 sizes.observe(rows)
 
-            batcher = Batcher(servable.run, self._batching, on_batch,
-                              self._metrics.queued_rows.labels(name).inc)
+            batcher = Batcher(
+                servable.run, self._batching, on_batch, self._metrics.queued_rows.labels(name).inc
+            )
         with self._lock:
             version.handle = Handle(servable, batcher)
             version.state = State.AVAILABLE
@@ -248,12 +257,17 @@ class ModelManager:
 
     def _unload_unwanted(self, model: _Model, aspired: set[int]) -> None:
         with self._lock:
-            ready = any(model.versions.get(v) and model.versions[v].state == State.AVAILABLE
-                        for v in aspired)
+            ready = any(
+                model.versions.get(v) and model.versions[v].state == State.AVAILABLE
+                for v in aspired
+            )
             if aspired and not ready:
                 return  # availability preserving: keep what serves until a replacement is up
-            victims = [v for n, v in model.versions.items()
-                       if n not in aspired and v.state == State.AVAILABLE]
+            victims = [
+                v
+                for n, v in model.versions.items()
+                if n not in aspired and v.state == State.AVAILABLE
+            ]
             for victim in victims:
                 victim.state = State.UNLOADING
         for victim in victims:
@@ -265,8 +279,11 @@ class ModelManager:
             version.handle = None
             version.state = State.END
         if handle is not None:
-            log.info("Unloading servable version {name: %s version: %d}",
-                     handle.servable.name, handle.servable.version)
+            log.info(
+                "Unloading servable version {name: %s version: %d}",
+                handle.servable.name,
+                handle.servable.version,
+            )
             if handle.batcher is not None:
                 handle.batcher.close()
 
@@ -302,8 +319,9 @@ class ModelManager:
                 if entry is None or entry.handle is None:
                     raise not_found(f"Servable not found for request: Specific({name}, {version})")
                 return entry.handle
-            available = [n for n, v in model.versions.items() if v.handle is not None] \
-                if model else []
+            available = (
+                [n for n, v in model.versions.items() if v.handle is not None] if model else []
+            )
             if not available:
                 raise not_found(f"Servable not found for request: Latest({name})")
             return model.versions[max(available)].handle
@@ -332,4 +350,3 @@ class ModelManager:
         if not seen:
             raise not_found(f"Could not find any versions of model {name}")
         return [(n, *seen[n]) for n in sorted(seen, reverse=True)]
-

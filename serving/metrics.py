@@ -16,23 +16,42 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "serving_requests", "gRPC/REST API calls by model, API and status code",
-            ["model_name", "api", "status"], registry=self.registry)
+            "serving_requests",
+            "gRPC/REST API calls by model, API and status code",
+            ["model_name", "api", "status"],
+            registry=self.registry,
+        )
         self.model_runs = Counter(
-            "serving_model_runs", "Calls of a SavedModel signature function (merged batches "
-            "count once)", ["model_name", "version"], registry=self.registry)
+            "serving_model_runs",
+            "Calls of a SavedModel signature function (merged batches count once)",
+            ["model_name", "version"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
-            "serving_batch_size", "Rows per model run, padding included",
-            ["model_name"], buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
+            "serving_batch_size",
+            "Rows per model run, padding included",
+            ["model_name"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
         self.latency = Histogram(
-            "serving_request_latency_seconds", "Predict latency inside the server, seconds",
-            ["model_name", "api"], registry=self.registry)
+            "serving_request_latency_seconds",
+            "Predict latency inside the server, seconds",
+            ["model_name", "api"],
+            registry=self.registry,
+        )
         self.queued_rows = Gauge(
-            "serving_batch_queue_rows", "Rows waiting in batching queues",
-            ["model_name"], registry=self.registry)
+            "serving_batch_queue_rows",
+            "Rows waiting in batching queues",
+            ["model_name"],
+            registry=self.registry,
+        )
         self.loads = Counter(
-            "serving_version_loads", "Version load attempts by outcome",
-            ["model_name", "outcome"], registry=self.registry)
+            "serving_version_loads",
+            "Version load attempts by outcome",
+            ["model_name", "outcome"],
+            registry=self.registry,
+        )
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus text format 0.0.4."""

@@ -32,7 +32,8 @@ def bind(host: str, port: int, what: str, listen: bool = False) -> socket.socket
     where = f"cannot bind {what} port {port} on {host}"
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
     except socket.gaierror as exc:
         raise PortError(f"{where}: {exc.strerror or exc}") from None
     sock = socket.socket(family, kind, proto)

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-    r"(?P<suffix>/metadata|:predict)?$")
+    r"(?P<suffix>/metadata|:predict)?$"
+)
 
 
 def _json(body, status: int = 200) -> Response:
@@ -55,6 +56,7 @@ def _spec(match: re.Match, spec) -> None:
 
 def _to_list(array: np.ndarray, alias: str):
     if array.dtype == object:  # DT_STRING: text when UTF-8, else {"b64": ...} as TF Serving
+
         def convert(value: bytes):
             if alias.endswith("_bytes"):
                 return {"b64": base64.b64encode(value).decode("ascii")}
@@ -62,6 +64,7 @@ def _to_list(array: np.ndarray, alias: str):
                 return value.decode("utf-8")
             except UnicodeDecodeError:
                 return {"b64": base64.b64encode(value).decode("ascii")}
+
         return np.vectorize(convert, otypes=[object])(array).tolist() if array.size else []
     return array.tolist()
 
@@ -92,8 +95,7 @@ class RestApp:
     def _route(self, request: Request) -> Response:
         path = request.path
         if self._monitoring.enabled and path == self._monitoring.path:
-            return Response(self._core.metrics.exposition(),
-                            mimetype="text/plain; version=0.0.4")
+            return Response(self._core.metrics.exposition(), mimetype="text/plain; version=0.0.4")
         match = _PATH.match(path)
         if match is None:
             return _json({"error": "Malformed request: " + request.method + " " + path}, 404)
@@ -112,23 +114,31 @@ class RestApp:
         request = protos.get_model_status_pb2.GetModelStatusRequest()
         _spec(match, request.model_spec)
         response = self._core.get_model_status(request)
-        body = json_format.MessageToDict(response, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=True)
+        body = json_format.MessageToDict(
+            response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
         return _json(body)
 
     def _metadata(self, match: re.Match) -> Response:
         request = protos.get_model_metadata_pb2.GetModelMetadataRequest(
-            metadata_field=[SIGNATURE_DEF_FIELD])
+            metadata_field=[SIGNATURE_DEF_FIELD]
+        )
         _spec(match, request.model_spec)
         response = self._core.get_model_metadata(request)
         signature_map = protos.get_model_metadata_pb2.SignatureDefMap()
         response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_map)
-        return _json({
-            "model_spec": json_format.MessageToDict(response.model_spec,
-                                                    preserving_proto_field_name=True),
-            "metadata": {SIGNATURE_DEF_FIELD: json_format.MessageToDict(
-                signature_map, preserving_proto_field_name=True)},
-        })
+        return _json(
+            {
+                "model_spec": json_format.MessageToDict(
+                    response.model_spec, preserving_proto_field_name=True
+                ),
+                "metadata": {
+                    SIGNATURE_DEF_FIELD: json_format.MessageToDict(
+                        signature_map, preserving_proto_field_name=True
+                    )
+                },
+            }
+        )
 
     def _predict(self, match: re.Match, http_request: Request) -> Response:
         try:
@@ -146,11 +156,14 @@ class RestApp:
         servable = self._core.manager.handle(
             request.model_spec.name,
             version=int(match["version"]) if match["version"] else None,
-            label=match["label"]).servable
+            label=match["label"],
+        ).servable
         signature = servable.signature_defs.get(signature_name or "serving_default")
         if signature is None:
-            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f'Serving signature key "{signature_name}" not found.')
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f'Serving signature key "{signature_name}" not found.',
+            )
         row_format = "instances" in body
         values = body["instances"] if row_format else body["inputs"]
         if isinstance(values, dict):
@@ -169,18 +182,23 @@ class RestApp:
                 else:
                     array = np.array(value, dtype=tensors.numpy_dtype(info.dtype))
             except (ValueError, TypeError, OverflowError) as exc:
-                raise invalid_argument(f"input '{alias}' is not of expected type "
-                                       f"{tensors.dtype_name(info.dtype)}: {exc}") from exc
+                raise invalid_argument(
+                    f"input '{alias}' is not of expected type "
+                    f"{tensors.dtype_name(info.dtype)}: {exc}"
+                ) from exc
             request.inputs[alias].CopyFrom(tensors.to_tensor_proto(array))
         response = self._core.predict(request)
-        outputs = {alias: _to_list(tensors.to_ndarray(proto), alias)
-                   for alias, proto in response.outputs.items()}
+        outputs = {
+            alias: _to_list(tensors.to_ndarray(proto), alias)
+            for alias, proto in response.outputs.items()
+        }
         if row_format:
             if len(outputs) == 1:
                 return _json({"predictions": next(iter(outputs.values()))})
             rows = len(next(iter(outputs.values())))
-            return _json({"predictions": [{a: o[i] for a, o in outputs.items()}
-                                          for i in range(rows)]})
+            return _json(
+                {"predictions": [{a: o[i] for a, o in outputs.items()} for i in range(rows)]}
+            )
         return _json({"outputs": outputs if len(outputs) > 1 else next(iter(outputs.values()))})
 
 
@@ -203,8 +221,7 @@ class RestServer:
         finally:
             sock.close()
         self.port = self._server.port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="rest",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="rest", daemon=True)
 
     def start(self) -> None:
         """Start serving in the background."""

@@ -83,13 +83,18 @@ class Servable:
         except Exception as exc:  # TensorFlow raises many types for a bad folder
             raise LoadError(f"tf.saved_model.load({path}) failed: {exc}") from exc
         self._functions = dict(self._module.signatures)
-        missing = [k for k in self.signature_defs if not k.startswith("__")
-                   and k not in self._functions]
+        missing = [
+            k for k in self.signature_defs if not k.startswith("__") and k not in self._functions
+        ]
         if missing:
             raise LoadError(f"{path}: signatures {missing} have no callable function")
 
-    def prepare(self, signature_name: str, inputs: Mapping[str, protos.tensor_pb2.TensorProto],
-                output_filter: Sequence[str]) -> PreparedCall:
+    def prepare(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, protos.tensor_pb2.TensorProto],
+        output_filter: Sequence[str],
+    ) -> PreparedCall:
         """Check a Predict request against a signature and decode its tensors.
 
         Args:
@@ -111,8 +116,9 @@ class Servable:
         key = signature_name or DEFAULT_SIGNATURE
         signature = self.signature_defs.get(key)
         if signature is None or key not in self._functions:
-            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f'Serving signature key "{key}" not found.')
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.'
+            )
         expected = set(signature.inputs)
         sent = set(inputs)
         if len(sent) != len(expected):
@@ -120,21 +126,24 @@ class Servable:
                 f"input size does not match signature: {len(sent)}!={len(expected)} "
                 f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
                 f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
-                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+                f"Missing but required: {{{','.join(sorted(expected - sent))}}}."
+            )
         arrays: dict[str, np.ndarray] = {}
         for alias, proto in inputs.items():
             info = signature.inputs.get(alias)
             if info is None:
                 raise invalid_argument(
                     f"input tensor alias not found in signature: {alias}. Inputs expected to be "
-                    f"in the set {{{','.join(sorted(expected))}}}.")
+                    f"in the set {{{','.join(sorted(expected))}}}."
+                )
             arrays[alias] = self._decode(key, alias, info, proto)
         outputs: list[str] = []
         for alias in output_filter:
             if alias not in signature.outputs:
                 raise invalid_argument(
                     f"output tensor alias not found in signature: {alias} Outputs expected to be "
-                    f"in the set {{{','.join(sorted(signature.outputs))}}}.")
+                    f"in the set {{{','.join(sorted(signature.outputs))}}}."
+                )
             if alias in outputs:
                 raise invalid_argument(f"duplicate output tensor alias: {alias}")
             outputs.append(alias)
@@ -145,7 +154,8 @@ class Servable:
         if proto.dtype != info.dtype:
             raise invalid_argument(
                 f"input '{alias}' has dtype {tensors.dtype_name(proto.dtype)} but signature "
-                f"'{signature_name}' expects {want}")
+                f"'{signature_name}' expects {want}"
+            )
         try:
             array = tensors.to_ndarray(proto)
         except tensors.TensorConversionError as exc:
@@ -153,10 +163,12 @@ class Servable:
         if not info.tensor_shape.unknown_rank:
             dims = [d.size for d in info.tensor_shape.dim]
             if len(dims) != array.ndim or any(
-                    d >= 0 and d != n for d, n in zip(dims, array.shape, strict=True)):
+                d >= 0 and d != n for d, n in zip(dims, array.shape, strict=True)
+            ):
                 raise invalid_argument(
                     f"input '{alias}' has shape {_shape_text(array.shape)} but signature "
-                    f"'{signature_name}' expects {want} {_shape_text(dims)} (-1 = any size)")
+                    f"'{signature_name}' expects {want} {_shape_text(dims)} (-1 = any size)"
+                )
         return array
 
     def run(self, call: PreparedCall) -> dict[str, np.ndarray]:
@@ -201,8 +213,9 @@ class Servable:
                 if entry.WhichOneof("log_type") != "predict_log":
                     continue
                 request = entry.predict_log.request
-                call = self.prepare(request.model_spec.signature_name, request.inputs,
-                                    request.output_filter)
+                call = self.prepare(
+                    request.model_spec.signature_name, request.inputs, request.output_filter
+                )
                 self.run(call)
                 count += 1
         except (ServingError, tf.errors.OpError, ValueError) as exc:

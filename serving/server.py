@@ -64,8 +64,11 @@ class _Poller:
         config_period = float(self._flags.model_config_file_poll_wait_seconds)
         next_config = time.monotonic() + config_period
         while not self._stop.wait(fs_period):
-            if self._flags.model_config_file and config_period > 0 \
-                    and time.monotonic() >= next_config:
+            if (
+                self._flags.model_config_file
+                and config_period > 0
+                and time.monotonic() >= next_config
+            ):
                 next_config = time.monotonic() + config_period
                 try:
                     models = load_model_server_config(self._flags.model_config_file)
@@ -99,8 +102,11 @@ def run(argv: list[str] | None = None) -> int:
         cannot be bound (one ERROR line, no traceback; checked before any model loads).
     """
     flags = flags_module.parse(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     keep_large_buffers_on_heap()  # multi-MB requests without fresh page faults per copy
     try:
         models = _initial_models(flags)
@@ -131,15 +137,19 @@ def run(argv: list[str] | None = None) -> int:
     manager.poll()
     core = ServingCore(manager, metrics)
 
-    max_workers = max(flags.grpc_max_threads,
-                      2 * batching.max_batch_size if batching else 0)
+    max_workers = max(flags.grpc_max_threads, 2 * batching.max_batch_size if batching else 0)
     # The ports were free before the first load; something may have taken them since.
     try:
-        grpc_server, grpc_port = build_server(core, flags.port, max_workers,
-                                              flags.grpc_max_message_bytes, flags.bind_address)
+        grpc_server, grpc_port = build_server(
+            core, flags.port, max_workers, flags.grpc_max_message_bytes, flags.bind_address
+        )
     except RuntimeError as exc:
-        log.error("Failed to start server: cannot bind gRPC port %d on %s: %s",
-                  flags.port, flags.bind_address, exc)
+        log.error(
+            "Failed to start server: cannot bind gRPC port %d on %s: %s",
+            flags.port,
+            flags.bind_address,
+            exc,
+        )
         manager.close()
         return 1
     rest = None
@@ -160,8 +170,10 @@ def run(argv: list[str] | None = None) -> int:
     poller.start()
 
     stop.wait()
-    log.info("Shutting down: no new calls; waiting up to %.0f s for calls in flight",
-             SHUTDOWN_GRACE_SECONDS)
+    log.info(
+        "Shutting down: no new calls; waiting up to %.0f s for calls in flight",
+        SHUTDOWN_GRACE_SECONDS,
+    )
     done = grpc_server.stop(SHUTDOWN_GRACE_SECONDS)
     if rest is not None:
         rest.stop()

@@ -47,4 +47,4 @@ def aspired_versions(policy: VersionPolicy, available: set[int] | dict[int, str]
         return versions
     if policy.kind == "specific":
         return versions & set(policy.versions)
-    return set(sorted(versions)[-policy.num_versions:])
+    return set(sorted(versions)[-policy.num_versions :])

@@ -22,8 +22,9 @@ MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 128 * 1024 * 1024
 
 
-def keep_large_buffers_on_heap(mmap_threshold: int = MMAP_THRESHOLD_BYTES,
-                               trim_threshold: int = TRIM_THRESHOLD_BYTES) -> bool:
+def keep_large_buffers_on_heap(
+    mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES
+) -> bool:
     """Raise glibc's mmap and trim thresholds for this process.
 
     Args:
@@ -45,4 +46,5 @@ def keep_large_buffers_on_heap(mmap_threshold: int = MMAP_THRESHOLD_BYTES,
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+        mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+    )

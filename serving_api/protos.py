@@ -67,10 +67,20 @@ with _without_runtime():
     from tensorflow_serving.config import model_server_config_pb2
 
 __all__ = [
-    "get_model_metadata_pb2", "get_model_status_pb2", "meta_graph_pb2", "model_management_pb2",
-    "model_pb2", "model_server_config_pb2", "model_service_pb2_grpc", "predict_pb2",
-    "prediction_log_pb2", "prediction_service_pb2_grpc", "runtime_loaded", "tensor_pb2",
-    "tensor_shape_pb2", "types_pb2",
+    "get_model_metadata_pb2",
+    "get_model_status_pb2",
+    "meta_graph_pb2",
+    "model_management_pb2",
+    "model_pb2",
+    "model_server_config_pb2",
+    "model_service_pb2_grpc",
+    "predict_pb2",
+    "prediction_log_pb2",
+    "prediction_service_pb2_grpc",
+    "runtime_loaded",
+    "tensor_pb2",
+    "tensor_shape_pb2",
+    "types_pb2",
 ]
 
 RUNTIME_MODULES = ("tensorflow.python", "tensorflow.python.pywrap_tensorflow", "keras")

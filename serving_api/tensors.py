@@ -155,6 +155,9 @@ def _fill(values: np.ndarray, count: int, shape: tuple[int, ...]) -> np.ndarray:
     if values.size == 1:
         return np.full(shape, values[0], dtype=values.dtype)
     if values.size == 0:
-        return np.zeros(shape, dtype=values.dtype) if values.dtype != object else np.full(
-            shape, b"", dtype=object)
+        return (
+            np.zeros(shape, dtype=values.dtype)
+            if values.dtype != object
+            else np.full(shape, b"", dtype=object)
+        )
     raise TensorConversionError(f"{values.size} values cannot fill shape {list(shape)}")

@@ -33,8 +33,9 @@ def tiny_server(tiny_model_base, tmp_path_factory):
     from serving.launcher import ModelServerProcess
 
     log = tmp_path_factory.mktemp("logs") / "tiny_server.log"
-    with ModelServerProcess(["--model_name=fashion", f"--model_base_path={tiny_model_base}"],
-                            rest=True, log_path=log) as server:
+    with ModelServerProcess(
+        ["--model_name=fashion", f"--model_base_path={tiny_model_base}"], rest=True, log_path=log
+    ) as server:
         yield server
 
 
@@ -42,7 +43,8 @@ def tiny_server(tiny_model_base, tmp_path_factory):
 def dirs(tmp_path):
     """The nightly job's folders under ``tmp_path``: incoming (created), processed, quarantine,
     results, logs (created by the job)."""
-    d = {name: tmp_path / name for name in ("incoming", "processed", "quarantine", "results",
-                                            "logs")}
+    d = {
+        name: tmp_path / name for name in ("incoming", "processed", "quarantine", "results", "logs")
+    }
     d["incoming"].mkdir()
     return d

@@ -39,26 +39,43 @@ DATA = Path(os.environ.get("FASHION_DATA_DIR", ROOT.parent / "shared/data/clothi
 # Test-split photos the release model (models/fashion/1) labels correctly, two per class (its two
 # most confident correct answers per class on the 372-photo test split, top-1 0.91-0.99).
 PHOTOS = {
-    "dress": ["28b09463-6bbb-491d-9ffc-f36df5c6b211.jpg",
-              "4ceed2f1-8e20-4439-9c27-cceb8d2257a4.jpg"],
-    "hat": ["2a12baab-f020-42e3-8e6b-5d82e3ed0b55.jpg",
-            "ff62e59f-c949-4f8e-8fca-798ab3e174c5.jpg"],
-    "longsleeve": ["675319cc-b2f9-4b92-a126-472d4bcefdee.jpg",
-                   "ea1c48df-db46-4ceb-b168-3cd184975225.jpg"],
-    "outwear": ["8a17d01f-80f9-4e88-ad35-51d09dbb5b3c.jpg",
-                "e36dcac4-c66b-4120-b828-89bfc0110716.jpg"],
-    "pants": ["f622318b-beb2-4f69-a99d-d8fbce6c2600.jpg",
-              "c313f8f9-82ab-4b99-a30a-c9c1f9d0c33d.jpg"],
-    "shirt": ["adab8f60-032a-4c67-94fc-4d2902a27501.jpg",
-              "9cedcef4-0138-4386-9fb5-d394971dc2f0.jpg"],
-    "shoes": ["8648344c-5acb-4f5d-93a1-7e89489489bf.jpg",
-              "ab3238c6-2607-4850-8a17-3e9027867a6c.jpg"],
-    "shorts": ["78d2c5d2-b19d-422a-aff0-a6eb78291b4f.jpg",
-               "1e302085-eeb2-46ff-a4f6-e9bb5cfa44b1.jpg"],
-    "skirt": ["2001dec1-1e0a-4c11-9d15-120b019b3dea.jpg",
-              "5144499e-7848-4441-8873-7daab5386eec.jpg"],
-    "t-shirt": ["687dd295-0b3d-4fce-aefe-1e72aaf0e687.jpg",
-                "a0cfdcc7-74f1-4189-b2e6-82ceb9c41085.jpg"],
+    "dress": [
+        "28b09463-6bbb-491d-9ffc-f36df5c6b211.jpg",
+        "4ceed2f1-8e20-4439-9c27-cceb8d2257a4.jpg",
+    ],
+    "hat": ["2a12baab-f020-42e3-8e6b-5d82e3ed0b55.jpg", "ff62e59f-c949-4f8e-8fca-798ab3e174c5.jpg"],
+    "longsleeve": [
+        "675319cc-b2f9-4b92-a126-472d4bcefdee.jpg",
+        "ea1c48df-db46-4ceb-b168-3cd184975225.jpg",
+    ],
+    "outwear": [
+        "8a17d01f-80f9-4e88-ad35-51d09dbb5b3c.jpg",
+        "e36dcac4-c66b-4120-b828-89bfc0110716.jpg",
+    ],
+    "pants": [
+        "f622318b-beb2-4f69-a99d-d8fbce6c2600.jpg",
+        "c313f8f9-82ab-4b99-a30a-c9c1f9d0c33d.jpg",
+    ],
+    "shirt": [
+        "adab8f60-032a-4c67-94fc-4d2902a27501.jpg",
+        "9cedcef4-0138-4386-9fb5-d394971dc2f0.jpg",
+    ],
+    "shoes": [
+        "8648344c-5acb-4f5d-93a1-7e89489489bf.jpg",
+        "ab3238c6-2607-4850-8a17-3e9027867a6c.jpg",
+    ],
+    "shorts": [
+        "78d2c5d2-b19d-422a-aff0-a6eb78291b4f.jpg",
+        "1e302085-eeb2-46ff-a4f6-e9bb5cfa44b1.jpg",
+    ],
+    "skirt": [
+        "2001dec1-1e0a-4c11-9d15-120b019b3dea.jpg",
+        "5144499e-7848-4441-8873-7daab5386eec.jpg",
+    ],
+    "t-shirt": [
+        "687dd295-0b3d-4fce-aefe-1e72aaf0e687.jpg",
+        "a0cfdcc7-74f1-4189-b2e6-82ceb9c41085.jpg",
+    ],
 }
 
 
@@ -70,10 +87,15 @@ def photo(label: str, i: int = 0) -> Path:
 def stack(tmp_path_factory):
     """The real model server and gateway, started once for the module."""
     logs = tmp_path_factory.mktemp("stack-logs")
-    with ModelServerProcess(["--model_name", "fashion", "--model_base_path", str(MODEL_BASE)],
-                            log_path=logs / "serving.log") as server, \
-            GatewayProcess({"SERVING_GRPC_ADDRESS": server.grpc_address},
-                           log_path=logs / "gateway.log") as gateway:
+    with (
+        ModelServerProcess(
+            ["--model_name", "fashion", "--model_base_path", str(MODEL_BASE)],
+            log_path=logs / "serving.log",
+        ) as server,
+        GatewayProcess(
+            {"SERVING_GRPC_ADDRESS": server.grpc_address}, log_path=logs / "gateway.log"
+        ) as gateway,
+    ):
         yield server, gateway
 
 
@@ -88,14 +110,33 @@ def place(src: Path | bytes, dest: Path, age: float = 60.0) -> Path:
     return dest
 
 
-def cli(dirs, gateway_url: str, *extra: str, env: dict | None = None,
-        timeout: float = 180) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "batch", "run", "--gateway", gateway_url,
-            "--settle-seconds", "0", "--min-confidence", "0", "--retry-backoff", "0"]
+def cli(
+    dirs, gateway_url: str, *extra: str, env: dict | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess:
+    args = [
+        sys.executable,
+        "-m",
+        "batch",
+        "run",
+        "--gateway",
+        gateway_url,
+        "--settle-seconds",
+        "0",
+        "--min-confidence",
+        "0",
+        "--retry-backoff",
+        "0",
+    ]
     for name in ("incoming", "processed", "quarantine", "results", "logs"):
         args += [f"--{name}", str(dirs[name])]
-    return subprocess.run([*args, *extra], cwd=ROOT, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*args, *extra],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def tree(root: Path) -> list[str]:
@@ -149,16 +190,25 @@ def test_real_photos_and_odd_files(stack, dirs):
     assert (dirs["processed"] / "shoes" / twin.name).is_file()
     assert sorted(tree(dirs["processed"] / "hat"))[-2:] == ["same.jpg", "same_1.jpg"]
     assert (dirs["processed"] / "hat" / "same.jpg").read_bytes() == photo("hat", 0).read_bytes()
-    assert (dirs["processed"] / "hat" / "same_1.jpg").read_bytes() == photo(
-        "hat", 1).read_bytes()
+    assert (dirs["processed"] / "hat" / "same_1.jpg").read_bytes() == photo("hat", 1).read_bytes()
     assert len(tree(dirs["processed"])) == 20 + 3
     assert tree(dirs["quarantine"]) == [
-        "empty.png", "empty.png.reason.json", "text.jpg", "text.jpg.reason.json",
-        "truncated.jpg", "truncated.jpg.reason.json"]
-    reasons = {n: json.loads((dirs["quarantine"] / f"{n}.reason.json").read_text())["error_code"]
-               for n in ("empty.png", "text.jpg", "truncated.jpg")}
-    assert reasons == {"empty.png": "empty_file", "text.jpg": "not_an_image",
-                       "truncated.jpg": "corrupt_image"}
+        "empty.png",
+        "empty.png.reason.json",
+        "text.jpg",
+        "text.jpg.reason.json",
+        "truncated.jpg",
+        "truncated.jpg.reason.json",
+    ]
+    reasons = {
+        n: json.loads((dirs["quarantine"] / f"{n}.reason.json").read_text())["error_code"]
+        for n in ("empty.png", "text.jpg", "truncated.jpg")
+    }
+    assert reasons == {
+        "empty.png": "empty_file",
+        "text.jpg": "not_an_image",
+        "truncated.jpg": "corrupt_image",
+    }
     assert tree(inc) == [".hidden.jpg", "photo.jpg.part", "uploading.jpg"]
 
     (report_dir,) = [p for p in dirs["results"].iterdir() if p.is_dir()]
@@ -174,7 +224,8 @@ def test_real_photos_and_odd_files(stack, dirs):
     summary = json.loads((report_dir / reports.SUMMARY_NAME).read_text())
     assert summary["counts_by_status"] == {"filed": 23, "quarantined": 3}
     assert summary["counts_by_category"] == {
-        label: 2 + (label == "shoes") + 2 * (label == "hat") for label in PHOTOS}
+        label: 2 + (label == "shoes") + 2 * (label == "hat") for label in PHOTOS
+    }
     assert summary["images_sent"] == 26 and summary["model_versions"] == [1]
     page = (report_dir / reports.HTML_NAME).read_text()
     assert page.count("<figure>") == 3 and (report_dir / reports.HISTOGRAM_NAME).is_file()
@@ -200,8 +251,10 @@ def test_dry_run_moves_nothing(stack, dirs):
     assert not dirs["processed"].exists() and not dirs["quarantine"].exists()
     table = all_csv_rows(dirs["results"]).sort_values("original_path")
     assert table["status"].tolist() == ["would_quarantine", "would_file"]
-    assert table["destination"].tolist() == [str(dirs["quarantine"] / "e.jpg"),
-                                             str(dirs["processed"] / "pants" / "p.jpg")]
+    assert table["destination"].tolist() == [
+        str(dirs["quarantine"] / "e.jpg"),
+        str(dirs["processed"] / "pants" / "p.jpg"),
+    ]
 
 
 def test_unreachable_gateway_exits_2_and_touches_nothing(dirs):
@@ -250,9 +303,19 @@ def test_gateway_stopped_mid_run(stack, dirs):
     for label in labels:
         place(photo(label, 0), dirs["incoming"] / f"{label}.jpg")
     settings = BatchSettings(
-        incoming=dirs["incoming"], processed=dirs["processed"], quarantine=dirs["quarantine"],
-        results=dirs["results"], logs=dirs["logs"], settle_seconds=0, min_confidence=0,
-        chunk_size=2, concurrency=1, retries=1, retry_backoff=0, request_timeout=30)
+        incoming=dirs["incoming"],
+        processed=dirs["processed"],
+        quarantine=dirs["quarantine"],
+        results=dirs["results"],
+        logs=dirs["logs"],
+        settle_seconds=0,
+        min_confidence=0,
+        chunk_size=2,
+        concurrency=1,
+        retries=1,
+        retry_backoff=0,
+        request_timeout=30,
+    )
     env = {"SERVING_GRPC_ADDRESS": server.grpc_address}
     with GatewayProcess(env) as gateway:
         client = _StopsGatewayClient(gateway, stop_before=2, retries=1, backoff=0)
@@ -281,8 +344,9 @@ CRASH_POINTS = [
 ]
 
 
-@pytest.mark.parametrize(("point", "nth", "cross_fs"), CRASH_POINTS,
-                         ids=[p[0] for p in CRASH_POINTS])
+@pytest.mark.parametrize(
+    ("point", "nth", "cross_fs"), CRASH_POINTS, ids=[p[0] for p in CRASH_POINTS]
+)
 def test_sigkill_then_rerun_loses_and_duplicates_nothing(stack, dirs, point, nth, cross_fs):
     _, gateway = stack
     inc = dirs["incoming"]
@@ -295,8 +359,15 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(stack, dirs, point, nth
     before = hashes(*everywhere)
     env = {"FASHION_BATCH_FORCE_COPY": "1" if cross_fs else "0"}
 
-    killed = cli(dirs, gateway.url, "--chunk-size", "2", "--concurrency", "1",
-                 env={**env, "FASHION_BATCH_FAILPOINT": f"{point}:{nth}"})
+    killed = cli(
+        dirs,
+        gateway.url,
+        "--chunk-size",
+        "2",
+        "--concurrency",
+        "1",
+        env={**env, "FASHION_BATCH_FAILPOINT": f"{point}:{nth}"},
+    )
     assert killed.returncode == -9, killed.stderr
     assert hashes(*everywhere) >= before  # nothing lost yet (a partial copy may add one)
 

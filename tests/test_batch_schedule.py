@@ -16,8 +16,11 @@ def _unit(name: str) -> configparser.ConfigParser:
 
 
 def test_crontab_runs_the_job_at_two():
-    lines = [line for line in (SCHEDULE / "crontab").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line
+        for line in (SCHEDULE / "crontab").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert len(lines) == 1
     fields = lines[0].split(maxsplit=5)
     assert fields[:5] == ["0", "2", "*", "*", "*"]
@@ -37,7 +40,12 @@ def test_systemd_service_and_timer_pair():
 def test_windows_task_scheduler_command():
     create = (SCHEDULE / "schtasks_create.cmd").read_text()
     (line,) = [x for x in create.splitlines() if x.startswith("schtasks ")]
-    for part in ('/Create', '/TN "FashionNightlyBatch"', "/SC DAILY", "/ST 02:00",
-                 r'/TR "C:\fashion\batch\schedule\run_batch.cmd"'):
+    for part in (
+        "/Create",
+        '/TN "FashionNightlyBatch"',
+        "/SC DAILY",
+        "/ST 02:00",
+        r'/TR "C:\fashion\batch\schedule\run_batch.cmd"',
+    ):
         assert part in line
     assert r".venv\Scripts\python.exe -m batch run" in (SCHEDULE / "run_batch.cmd").read_text()

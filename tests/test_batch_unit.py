@@ -64,12 +64,12 @@ class FakeGateway:
         self.lock = threading.Lock()
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def _json(self, body: dict, status: int = 200, headers=None) -> Response:
-        return Response(json.dumps(body), status=status, headers=headers,
-                        content_type="application/json")
+        return Response(
+            json.dumps(body), status=status, headers=headers, content_type="application/json"
+        )
 
     def _error(self, status: int, code: str, headers=None) -> Response:
         return self._json({"error": {"code": code, "message": code}}, status, headers)
@@ -77,8 +77,11 @@ class FakeGateway:
     def app(self, environ, start_response):
         request = Request(environ)
         if request.path == "/health":
-            resp = (self._json({"status": "ok"}) if self.healthy
-                    else self._error(503, "serving_unavailable"))
+            resp = (
+                self._json({"status": "ok"})
+                if self.healthy
+                else self._error(503, "serving_unavailable")
+            )
             return resp(environ, start_response)
         if self.api_key and request.headers.get("X-API-Key") != self.api_key:
             return self._error(401, "unauthorized")(environ, start_response)
@@ -95,8 +98,12 @@ class FakeGateway:
         else:
             with self.lock:
                 self.images_seen.extend(f.filename for f in files)
-            resp = self._json({"model": {"name": "fashion", "version": 7},
-                               "predictions": [self._predict(i, f) for i, f in enumerate(files)]})
+            resp = self._json(
+                {
+                    "model": {"name": "fashion", "version": 7},
+                    "predictions": [self._predict(i, f) for i, f in enumerate(files)],
+                }
+            )
         return resp(environ, start_response)
 
     @staticmethod
@@ -104,20 +111,33 @@ class FakeGateway:
         data = storage.read()
         name = storage.filename
         if not data:
-            return {"index": index, "filename": name,
-                    "error": {"code": "empty_file", "message": "empty"}}
+            return {
+                "index": index,
+                "filename": name,
+                "error": {"code": "empty_file", "message": "empty"},
+            }
         if not data.startswith((b"\xff\xd8", b"\x89PNG")):
-            return {"index": index, "filename": name,
-                    "error": {"code": "not_an_image", "message": "not an image"}}
+            return {
+                "index": index,
+                "filename": name,
+                "error": {"code": "not_an_image", "message": "not an image"},
+            }
         prefix = name.split("__")[0]
         conf = 0.3 if prefix == "low" else 0.9
         label = "hat" if prefix == "low" else prefix
         rest = [x for x in LABELS if x != label]
-        return {"index": index, "filename": name, "label": label, "class_id": 0,
-                "confidence": conf,
-                "top_k": [{"label": label, "class_id": 0, "probability": conf},
-                          {"label": rest[0], "class_id": 1, "probability": (1 - conf) / 2},
-                          {"label": rest[1], "class_id": 2, "probability": (1 - conf) / 2}]}
+        return {
+            "index": index,
+            "filename": name,
+            "label": label,
+            "class_id": 0,
+            "confidence": conf,
+            "top_k": [
+                {"label": label, "class_id": 0, "probability": conf},
+                {"label": rest[0], "class_id": 1, "probability": (1 - conf) / 2},
+                {"label": rest[1], "class_id": 2, "probability": (1 - conf) / 2},
+            ],
+        }
 
     def __enter__(self) -> FakeGateway:
         self.thread.start()
@@ -135,10 +155,20 @@ def gateway():
 
 
 def settings_for(dirs, gateway_url: str, **overrides) -> BatchSettings:
-    values = dict(incoming=dirs["incoming"], processed=dirs["processed"],
-                  quarantine=dirs["quarantine"], results=dirs["results"], logs=dirs["logs"],
-                  gateway=gateway_url, settle_seconds=0.0, health_timeout=2.0, retries=1,
-                  retry_backoff=0.0, chunk_size=2, concurrency=2)
+    values = dict(
+        incoming=dirs["incoming"],
+        processed=dirs["processed"],
+        quarantine=dirs["quarantine"],
+        results=dirs["results"],
+        logs=dirs["logs"],
+        gateway=gateway_url,
+        settle_seconds=0.0,
+        health_timeout=2.0,
+        retries=1,
+        retry_backoff=0.0,
+        chunk_size=2,
+        concurrency=2,
+    )
     values.update(overrides)
     return BatchSettings(**values)
 
@@ -153,8 +183,12 @@ def read_csv(result) -> pd.DataFrame:
 
 # -- settings -----------------------------------------------------------------------------------
 def test_settings_flags_override_env_and_defaults(tmp_path):
-    env = {"FASHION_BATCH_MIN_CONFIDENCE": "0.7", "FASHION_BATCH_CHUNK_SIZE": "8",
-           "FASHION_BATCH_API_KEY": "k1", "FASHION_BATCH_DRY_RUN": "true"}
+    env = {
+        "FASHION_BATCH_MIN_CONFIDENCE": "0.7",
+        "FASHION_BATCH_CHUNK_SIZE": "8",
+        "FASHION_BATCH_API_KEY": "k1",
+        "FASHION_BATCH_DRY_RUN": "true",
+    }
     command, s = parse_settings(["run", "--chunk-size", "4", "--incoming", str(tmp_path)], env)
     assert command == "run"
     assert (s.min_confidence, s.chunk_size, s.api_key, s.dry_run) == (0.7, 4, "k1", True)
@@ -167,8 +201,9 @@ def test_settings_flags_override_env_and_defaults(tmp_path):
 def test_settings_reject_bad_values(tmp_path):
     with pytest.raises(ConfigError, match="FASHION_BATCH_CONCURRENCY"):
         parse_settings(["run"], {"FASHION_BATCH_CONCURRENCY": "two"})
-    base = dict(incoming=tmp_path, processed=tmp_path.parent / "p",
-                quarantine=tmp_path.parent / "q")
+    base = dict(
+        incoming=tmp_path, processed=tmp_path.parent / "p", quarantine=tmp_path.parent / "q"
+    )
     with pytest.raises(ConfigError, match="min-confidence"):
         BatchSettings(**base, min_confidence=1.5).validate()
     with pytest.raises(ConfigError, match="inside --incoming"):
@@ -184,25 +219,56 @@ def test_help_documents_exit_codes(capsys):
         parse_settings(["run", "--help"], {})
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for text in ("--min-confidence", "--dry-run", "exit codes:", "0  every file",
-                 "2  the gateway never became healthy", "another run holds the lock",
-                 "FASHION_BATCH_FAILPOINT"):
+    for text in (
+        "--min-confidence",
+        "--dry-run",
+        "exit codes:",
+        "0  every file",
+        "2  the gateway never became healthy",
+        "another run holds the lock",
+        "FASHION_BATCH_FAILPOINT",
+    ):
         assert text in out
 
 
 # -- scan ---------------------------------------------------------------------------------------
 def test_scan_filters_names_hidden_temp_and_recent(tmp_path):
-    for rel in ("a.jpg", "b.JPEG", "sub/c.png", "sub/deep/d.WebP", "e.bmp", "f.gif", "g.TIF",
-                "h.tiff"):
+    for rel in (
+        "a.jpg",
+        "b.JPEG",
+        "sub/c.png",
+        "sub/deep/d.WebP",
+        "e.bmp",
+        "f.gif",
+        "g.TIF",
+        "h.tiff",
+    ):
         write(tmp_path / rel, b"x")
-    for rel in (".hidden.jpg", ".cache/i.jpg", "j.jpg.part", "k.jpg~", "l.tmp", "m.crdownload",
-                "notes.txt", "~$n.jpg", "o.jpg.download"):
+    for rel in (
+        ".hidden.jpg",
+        ".cache/i.jpg",
+        "j.jpg.part",
+        "k.jpg~",
+        "l.tmp",
+        "m.crdownload",
+        "notes.txt",
+        "~$n.jpg",
+        "o.jpg.download",
+    ):
         write(tmp_path / rel, b"x")
     write(tmp_path / "fresh.jpg", b"x", age=0.0)
     (tmp_path / "link.jpg").symlink_to(tmp_path / "a.jpg")
     found = scan.scan(tmp_path, settle_seconds=5)
     assert [str(f.path.relative_to(tmp_path)) for f in found.files] == [
-        "a.jpg", "b.JPEG", "e.bmp", "f.gif", "g.TIF", "h.tiff", "sub/c.png", "sub/deep/d.WebP"]
+        "a.jpg",
+        "b.JPEG",
+        "e.bmp",
+        "f.gif",
+        "g.TIF",
+        "h.tiff",
+        "sub/c.png",
+        "sub/deep/d.WebP",
+    ]
     assert found.too_recent == [tmp_path / "fresh.jpg"]
     assert tmp_path / "link.jpg" in found.ignored and tmp_path / ".cache" in found.ignored
     assert len(found.ignored) == 10  # 8 bad names + the hidden folder + the symlink
@@ -284,7 +350,8 @@ def _refuse_unlink(monkeypatch, victim: Path) -> list[str]:
 
 @pytest.mark.parametrize("force_copy", ["0", "1"])
 def test_move_file_takes_the_copy_back_when_the_source_cannot_be_removed(
-        tmp_path, monkeypatch, force_copy):
+    tmp_path, monkeypatch, force_copy
+):
     monkeypatch.setenv(filing.FORCE_COPY_ENV, force_copy)
     src = write(tmp_path / "in/a.jpg", b"abc")
     refused = _refuse_unlink(monkeypatch, src)
@@ -300,22 +367,33 @@ def test_recover_move_keeps_the_source_it_cannot_remove(tmp_path, monkeypatch):
     dest.parent.mkdir()
     os.link(src, dest)  # killed between link and unlink, on a source that cannot be removed
     _refuse_unlink(monkeypatch, src)
-    assert filing.recover_move(src, dest, filing.sha256_file(src)) is (
-        filing.MoveOutcome.NOT_MOVED)
+    assert filing.recover_move(src, dest, filing.sha256_file(src)) is (filing.MoveOutcome.NOT_MOVED)
     assert src.read_bytes() == b"abc" and all_files(tmp_path / "out") == []
 
 
 # -- decide, ledger -----------------------------------------------------------------------------
 def test_decide_rules():
-    ok = {"label": "hat", "confidence": 0.8,
-          "top_k": [{"label": "hat", "probability": 0.8}, {"label": "dress", "probability": 0.15},
-                    {"label": "shoes", "probability": 0.05}, {"label": "x", "probability": 0}]}
+    ok = {
+        "label": "hat",
+        "confidence": 0.8,
+        "top_k": [
+            {"label": "hat", "probability": 0.8},
+            {"label": "dress", "probability": 0.15},
+            {"label": "shoes", "probability": 0.05},
+            {"label": "x", "probability": 0},
+        ],
+    }
     d = decide(ok, 0.5)
     assert (d.outcome, d.category, d.confidence) == ("category", "hat", 0.8)
     assert d.top3 == "hat:0.8000;dress:0.1500;shoes:0.0500"
     assert decide(ok, 0.8).outcome == "category" and decide(ok, 0.81).outcome == "uncertain"
-    for code in ("empty_file", "not_an_image", "corrupt_image", "unsupported_format",
-                 "image_too_large"):
+    for code in (
+        "empty_file",
+        "not_an_image",
+        "corrupt_image",
+        "unsupported_format",
+        "image_too_large",
+    ):
         assert decide({"error": {"code": code, "message": "m"}}, 0.5).outcome == "quarantine"
     assert decide({"error": {"code": "serving_error", "message": "m"}}, 0.5).outcome == "retry"
     assert decide({"index": 0}, 0.5).error_code == "bad_response"
@@ -329,8 +407,17 @@ def test_ledger_one_active_row_per_path_and_content_change(tmp_path):
     ledger = Ledger(tmp_path / LEDGER_NAME)
     a = ledger.discover("/in/a.jpg", "s1", 3, "r1")
     assert ledger.discover("/in/a.jpg", "s1", 3, "r2").id == a.id
-    ledger.classify(a.id, outcome="category", category="hat", confidence=0.9, top3=None,
-                    model_version=1, error_code=None, error_message=None, run_id="r2")
+    ledger.classify(
+        a.id,
+        outcome="category",
+        category="hat",
+        confidence=0.9,
+        top3=None,
+        model_version=1,
+        error_code=None,
+        error_message=None,
+        run_id="r2",
+    )
     assert ledger.discover("/in/a.jpg", "s1", 3, "r3").state == "classified"
     changed = ledger.discover("/in/a.jpg", "s2", 4, "r3")
     assert (changed.id, changed.state, changed.category) == (a.id, "discovered", None)
@@ -349,8 +436,17 @@ def test_ledger_keeps_non_utf8_paths(tmp_path):
     row = ledger.discover(name, "s1", 3, "r1")
     assert row.source == name and ledger.active_for(name).id == row.id
     assert ledger.discover(name, "s1", 3, "r2").id == row.id
-    ledger.classify(row.id, outcome="category", category="hat", confidence=0.9, top3=None,
-                    model_version=1, error_code=None, error_message=None, run_id="r2")
+    ledger.classify(
+        row.id,
+        outcome="category",
+        category="hat",
+        confidence=0.9,
+        top3=None,
+        model_version=1,
+        error_code=None,
+        error_message=None,
+        run_id="r2",
+    )
     ledger.add_note(row.id, f"move_failed: {name}", "r2")
     ledger.start_move(row.id, os.fsdecode(b"/out/hat/bad\xffname.jpg"))
     got = ledger.get(row.id)
@@ -389,7 +485,8 @@ def test_client_sends_api_key(gateway):
         GatewayClient(gateway.url).predict_batch([("hat__a.jpg", jpeg_bytes())])
     assert exc.value.status == 401
     answer = GatewayClient(gateway.url, api_key="secret").predict_batch(
-        [("hat__a.jpg", jpeg_bytes())])
+        [("hat__a.jpg", jpeg_bytes())]
+    )
     assert answer.model_version == 7 and answer.predictions[0]["label"] == "hat"
 
 
@@ -406,24 +503,38 @@ def test_run_files_quarantines_and_reports(gateway, dirs):
     write(inc / "fresh__3.jpg", photo, age=0.0)
     result = run(settings_for(dirs, gateway.url, settle_seconds=5.0))
     assert result.exit_code == 1  # two quarantined
-    assert all_files(dirs["processed"]) == ["_uncertain/low__2.png", "dress/dress__twin.jpg",
-                                            "hat/hat__1.jpg", "hat/hat__1_1.jpg"]
-    assert all_files(dirs["quarantine"]) == ["empty.jpg", "empty.jpg.reason.json", "notes.jpg",
-                                             "notes.jpg.reason.json"]
-    assert json.loads((dirs["quarantine"] / "notes.jpg.reason.json").read_text())[
-        "error_code"] == "not_an_image"
+    assert all_files(dirs["processed"]) == [
+        "_uncertain/low__2.png",
+        "dress/dress__twin.jpg",
+        "hat/hat__1.jpg",
+        "hat/hat__1_1.jpg",
+    ]
+    assert all_files(dirs["quarantine"]) == [
+        "empty.jpg",
+        "empty.jpg.reason.json",
+        "notes.jpg",
+        "notes.jpg.reason.json",
+    ]
+    assert (
+        json.loads((dirs["quarantine"] / "notes.jpg.reason.json").read_text())["error_code"]
+        == "not_an_image"
+    )
     assert all_files(inc) == ["fresh__3.jpg"]
     table = read_csv(result)
     assert list(table.columns) == reports.COLUMNS
     assert len(table) == 6
-    assert table["status"].value_counts().to_dict() == {"filed": 3, "quarantined": 2,
-                                                        "uncertain": 1}
+    assert table["status"].value_counts().to_dict() == {
+        "filed": 3,
+        "quarantined": 2,
+        "uncertain": 1,
+    }
     twin = table[table["original_path"].str.endswith("dress__twin.jpg")].iloc[0]
     first = table[table["original_path"] == str(inc / "hat__1.jpg")].iloc[0]
     assert twin["sha256"] == first["sha256"] and twin["size_bytes"] == len(photo)
     assert first["top3"] == "hat:0.9000;dress:0.0500;shoes:0.0500"
     assert first["model_version"] == 7 and first["destination"] == str(
-        dirs["processed"] / "hat/hat__1.jpg")
+        dirs["processed"] / "hat/hat__1.jpg"
+    )
     notes = table[table["status"] == "quarantined"].sort_values("original_path")
     assert notes["error"].tolist() == ["empty_file: empty", "not_an_image: not an image"]
     summary = json.loads((result.report_dir / reports.SUMMARY_NAME).read_text())
@@ -440,7 +551,7 @@ def test_run_files_quarantines_and_reports(gateway, dirs):
     sent_before = list(gateway.images_seen)
     second = run(settings_for(dirs, gateway.url))
     assert second.exit_code == 0
-    assert gateway.images_seen[len(sent_before):] == ["fresh__3.jpg"]
+    assert gateway.images_seen[len(sent_before) :] == ["fresh__3.jpg"]
     assert read_csv(second)["status"].tolist() == ["filed"]
     assert all_files(inc) == []
 
@@ -455,7 +566,9 @@ def test_gateway_down_leaves_files_and_rerun_files_them(gateway, dirs):
     table = read_csv(first)
     assert table["status"].value_counts().to_dict() == {"left_in_incoming": 4, "filed": 2}
     assert set(table[table["status"] == "left_in_incoming"]["error"].str.split(":").str[0]) <= {
-        "serving_unavailable", "gateway_unavailable"}
+        "serving_unavailable",
+        "gateway_unavailable",
+    }
     # circuit breaker: after the failing chunk (1 try + 1 retry) no further request was made
     assert gateway.requests == 3
     gateway.fail_after = None
@@ -493,8 +606,10 @@ def test_dry_run_moves_nothing(gateway, dirs):
     assert not (dirs["results"] / LEDGER_NAME).exists()
     table = read_csv(result).sort_values("original_path")
     assert table["status"].tolist() == ["would_quarantine", "would_file"]
-    assert table["destination"].tolist() == [str(dirs["quarantine"] / "bad.jpg"),
-                                             str(dirs["processed"] / "hat/hat__1.jpg")]
+    assert table["destination"].tolist() == [
+        str(dirs["quarantine"] / "bad.jpg"),
+        str(dirs["processed"] / "hat/hat__1.jpg"),
+    ]
 
 
 def test_failed_move_stays_and_is_filed_later_without_resending(gateway, dirs):
@@ -522,20 +637,23 @@ def test_non_utf8_file_names_are_filed_quarantined_and_reported(gateway, dirs):
     assert result.exit_code == 1  # one quarantined
     assert os.listdir(inc) == []
     assert sorted(os.listdir(os.fsencode(dirs["processed"] / "hat"))) == [
-        b"hat__bad\xffname.jpg", b"hat__ok.jpg"]
+        b"hat__bad\xffname.jpg",
+        b"hat__ok.jpg",
+    ]
     assert sorted(os.listdir(os.fsencode(dirs["quarantine"]))) == [
-        b"bad\xfe.jpg", b"bad\xfe.jpg.reason.json"]
+        b"bad\xfe.jpg",
+        b"bad\xfe.jpg.reason.json",
+    ]
     table = read_csv(result).sort_values("original_path")
     assert table["original_path"].tolist() == [
-        str(dirs["incoming"] / "bad\\xfe.jpg"), str(dirs["incoming"] / "hat__bad\\xffname.jpg"),
-        str(dirs["incoming"] / "hat__ok.jpg")]
+        str(dirs["incoming"] / "bad\\xfe.jpg"),
+        str(dirs["incoming"] / "hat__bad\\xffname.jpg"),
+        str(dirs["incoming"] / "hat__ok.jpg"),
+    ]
     assert table["status"].tolist() == ["quarantined", "filed", "filed"]
-    assert table["destination"].tolist()[1] == str(
-        dirs["processed"] / "hat/hat__bad\\xffname.jpg")
-    assert sorted(gateway.images_seen) == ["bad\ufffd.jpg", "hat__bad\ufffdname.jpg",
-                                           "hat__ok.jpg"]
-    sidecar = json.loads((dirs["quarantine"] / os.fsdecode(b"bad\xfe.jpg.reason.json"))
-                         .read_text())
+    assert table["destination"].tolist()[1] == str(dirs["processed"] / "hat/hat__bad\\xffname.jpg")
+    assert sorted(gateway.images_seen) == ["bad\ufffd.jpg", "hat__bad\ufffdname.jpg", "hat__ok.jpg"]
+    sidecar = json.loads((dirs["quarantine"] / os.fsdecode(b"bad\xfe.jpg.reason.json")).read_text())
     assert sidecar["original_path"] == str(dirs["incoming"] / "bad\\xfe.jpg")
     log_text = next(dirs["logs"].glob("batch-*.log")).read_text()
     assert "hat__bad\\udcffname.jpg" in log_text and "Logging error" not in log_text
@@ -544,7 +662,8 @@ def test_non_utf8_file_names_are_filed_quarantined_and_reported(gateway, dirs):
 
 
 def test_a_source_that_cannot_be_removed_is_left_once_not_copied_per_run(
-        gateway, dirs, monkeypatch):
+    gateway, dirs, monkeypatch
+):
     src = write(dirs["incoming"] / "hat__readonly.jpg", jpeg_bytes())
     write(dirs["incoming"] / "hat__ok.jpg", jpeg_bytes((0, 9, 0)))
     with monkeypatch.context() as m:
@@ -556,8 +675,11 @@ def test_a_source_that_cannot_be_removed_is_left_once_not_copied_per_run(
             assert all_files(dirs["processed"]) == ["hat/hat__ok.jpg"]  # no copy, no temp
             row = read_csv(result).set_index("original_path").loc[str(src)]
             assert row["status"] == "left_in_incoming" and row["destination"] == ""
-            assert row["error"].startswith("move_failed: ") and "cannot remove" in row[
-                "error"] and "Operation not permitted" in row["error"]
+            assert (
+                row["error"].startswith("move_failed: ")
+                and "cannot remove" in row["error"]
+                and "Operation not permitted" in row["error"]
+            )
     ledger = Ledger(dirs["results"] / LEDGER_NAME)
     assert [r.state for r in ledger.in_state("classified")] == ["classified"]
     ledger.close()
@@ -576,8 +698,7 @@ def test_progress_line_counts_what_happened(gateway, dirs, caplog):
     result = run(settings_for(dirs, gateway.url, concurrency=1, progress_every=3600.0))
     assert result.exit_code == 1
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
-    assert lines == ["progress: 7/7 handled: 3 filed, 1 quarantined, "
-                     "3 left in incoming for retry"]
+    assert lines == ["progress: 7/7 handled: 3 filed, 1 quarantined, 3 left in incoming for retry"]
     assert len(all_files(dirs["processed"])) == 3 and len(all_files(dirs["incoming"])) == 3
 
 
@@ -603,13 +724,16 @@ def test_report_preview_refuses_a_decompression_bomb_before_decoding(tmp_path):
     import zlib
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body)))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     bomb = tmp_path / "bomb.png"  # header declares 12000 x 12000 RGB, no pixel data
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000,
-                                                                       8, 2, 0, 0, 0))
-                     + chunk(b"IEND", b""))
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
     assert "no preview" in reports._thumbnail_tag(str(bomb), "bomb.png")
     good = tmp_path / "ok.png"
     Image.new("RGB", (300, 200), (200, 10, 10)).save(good)

@@ -17,8 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_quick_benchmark_reports_every_stage(tmp_path):
     out = tmp_path / "latest.json"
-    result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     stages = report["stages"]
@@ -34,7 +39,11 @@ def test_quick_benchmark_reports_every_stage(tmp_path):
     assert stages["nightly"]["exit_code"] in (0, 1)
     assert stages["gateway_process"]["tensorflow_runtime_loaded"] is False
     assert set(report["ratios"]) == {
-        "predict_p50_over_floor", "predict_batch_over_pipeline", "nightly_over_pipeline",
-        "grpc_batch1_over_model", "grpc_batch32_over_model"}
+        "predict_p50_over_floor",
+        "predict_batch_over_pipeline",
+        "nightly_over_pipeline",
+        "grpc_batch1_over_model",
+        "grpc_batch32_over_model",
+    }
     assert all(value > 0 and math.isfinite(value) for value in report["ratios"].values())
     assert "ratio predict_p50_over_floor" in result.stdout

@@ -28,7 +28,10 @@ def _tool(name: str) -> str:
 def test_compose_file_is_valid_and_wires_the_stack():
     result = subprocess.run(
         [_tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "config"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
@@ -36,10 +39,13 @@ def test_compose_file_is_valid_and_wires_the_stack():
     assert set(services) == {"serving", "gateway", "batch"}
     serving, gateway, batch = services["serving"], services["gateway"], services["batch"]
     assert serving["build"]["dockerfile"] == "Dockerfile.serving"
-    assert {p["target"] if isinstance(p, dict) else int(str(p).split(":")[-1])
-            for p in serving["ports"]} >= {8500, 8501}
-    assert any(str(v).split(":")[1] == "/models" if isinstance(v, str) else v["target"] == "/models"
-               for v in serving["volumes"])
+    assert {
+        p["target"] if isinstance(p, dict) else int(str(p).split(":")[-1]) for p in serving["ports"]
+    } >= {8500, 8501}
+    assert any(
+        str(v).split(":")[1] == "/models" if isinstance(v, str) else v["target"] == "/models"
+        for v in serving["volumes"]
+    )
     assert "healthcheck" in serving and "healthcheck" in gateway
     assert gateway["environment"]["SERVING_GRPC_ADDRESS"] == "serving:8500"
     assert gateway["depends_on"]["serving"]["condition"] == "service_healthy"
@@ -52,7 +58,9 @@ def test_compose_file_is_valid_and_wires_the_stack():
 def test_dockerfile_passes_hadolint(dockerfile):
     result = subprocess.run(
         [_tool("hadolint"), "--format", "json", str(ROOT / dockerfile)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     findings = json.loads(result.stdout or "[]")
     assert findings == [], json.dumps(findings, indent=1)

@@ -31,13 +31,19 @@ from export.__main__ import main  # noqa: E402
 from export.verify import ASSETS_EXTRA  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("FASHION_DATA_DIR")
-                or REPO.parent / "shared" / "data" / "clothing-dataset-small")
+DATA_DIR = Path(
+    os.environ.get("FASHION_DATA_DIR") or REPO.parent / "shared" / "data" / "clothing-dataset-small"
+)
 LABELS = ["boot", "cap", "scarf"]
 SIZE = 32
-COMPLETE_FILES = ("saved_model.pb", "variables/variables.index",
-                  "variables/variables.data-00000-of-00001", "assets.extra/labels.txt",
-                  "assets.extra/model_card.json", "assets.extra/tf_serving_warmup_requests")
+COMPLETE_FILES = (
+    "saved_model.pb",
+    "variables/variables.index",
+    "variables/variables.data-00000-of-00001",
+    "assets.extra/labels.txt",
+    "assets.extra/model_card.json",
+    "assets.extra/tf_serving_warmup_requests",
+)
 
 
 def _tiny_model() -> keras.Model:
@@ -48,8 +54,7 @@ def _tiny_model() -> keras.Model:
     outputs = keras.layers.Dense(len(LABELS), activation="softmax")(x)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(3)
-    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32)
-                       for w in model.get_weights()])
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
     return model
 
 
@@ -60,14 +65,24 @@ def _dead_pid() -> int:
 
 
 def _complete(folder: Path) -> bool:
-    return all((folder / name).is_file() and (folder / name).stat().st_size > 0
-               for name in COMPLETE_FILES)
+    return all(
+        (folder / name).is_file() and (folder / name).stat().st_size > 0 for name in COMPLETE_FILES
+    )
 
 
 def _export_argv(source: dict, base: Path, *extra: str) -> list[str]:
     """CLI arguments exporting the tiny model; no training artifacts (the card's figures null)."""
-    return ["--model", str(source["path"]), "--base-path", str(base), "--labels",
-            str(source["labels"]), "--artifacts", str(base.parent / "no-artifacts"), *extra]
+    return [
+        "--model",
+        str(source["path"]),
+        "--base-path",
+        str(base),
+        "--labels",
+        str(source["labels"]),
+        "--artifacts",
+        str(base.parent / "no-artifacts"),
+        *extra,
+    ]
 
 
 def _real_images(count: int) -> np.ndarray:
@@ -124,8 +139,15 @@ def published(source, tmp_path_factory):
         stop.set()
         watcher.join()
         logging.getLogger("export.publish").removeHandler(handler)
-    return {"rc": rc, "base": base, "version": base / "1", "stale": stale, "seen": seen,
-            "staging_seen": staging_seen, "messages": [r.getMessage() for r in records]}
+    return {
+        "rc": rc,
+        "base": base,
+        "version": base / "1",
+        "stale": stale,
+        "seen": seen,
+        "staging_seen": staging_seen,
+        "messages": [r.getMessage() for r in records],
+    }
 
 
 def test_export_publishes_only_complete_versions_and_removes_stale_staging(published):
@@ -156,7 +178,11 @@ def test_labels_and_model_card_without_training_artifacts(published):
     assert (extra / "labels.txt").read_text() == "boot\ncap\nscarf\n"
     card = json.loads((extra / "model_card.json").read_text())
     assert (card["name"], card["version"], card["labels"], card["num_classes"]) == (
-        "fashion", 1, LABELS, 3)
+        "fashion",
+        1,
+        LABELS,
+        3,
+    )
     assert card["signature"]["inputs"]["images"]["shape"] == [-1, SIZE, SIZE, 3]
     assert card["preprocessing"] == preprocessing.SPEC
     assert (card["dataset"], card["metrics"], card["training"]) == (None, None, None)
@@ -174,12 +200,15 @@ def test_warmup_file_holds_predict_requests_of_real_images(published):
         logs.append(prediction_log_pb2.PredictionLog.FromString(raw.numpy()))
     assert len(logs) == 2
     files = json.loads((extra / "model_card.json").read_text())["export"]["warmup"]["files"]
-    real = np.stack([preprocessing.decode((DATA_DIR / f).read_bytes(), (SIZE, SIZE))
-                     for f in files])
+    real = np.stack(
+        [preprocessing.decode((DATA_DIR / f).read_bytes(), (SIZE, SIZE)) for f in files]
+    )
     for log, batch in zip(logs, (1, 32), strict=True):
         request = log.predict_log.request
         assert (request.model_spec.name, request.model_spec.signature_name) == (
-            "fashion", "serving_default")
+            "fashion",
+            "serving_default",
+        )
         assert list(request.inputs) == ["images"]
         tensor = request.inputs["images"]
         assert tensor.dtype == tf.uint8.as_datatype_enum
@@ -237,11 +266,23 @@ def test_labels_that_do_not_fit_the_model_are_refused(source, tmp_path, capsys):
     assert os.listdir(base) == []
 
 
-@pytest.mark.parametrize(("name", "version"), [
-    ("7", 7), ("007", 7), (" 7 ", 7), ("+7", 7), ("-1", -1), ("0", 0),
-    (".staging-1-42", None), ("1.0", None), ("v1", None), ("", None),
-    ("9223372036854775807", 2**63 - 1), ("9223372036854775808", None),
-])
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [
+        ("7", 7),
+        ("007", 7),
+        (" 7 ", 7),
+        ("+7", 7),
+        ("-1", -1),
+        ("0", 0),
+        (".staging-1-42", None),
+        ("1.0", None),
+        ("v1", None),
+        ("", None),
+        ("9223372036854775807", 2**63 - 1),
+        ("9223372036854775808", None),
+    ],
+)
 def test_version_names_are_read_as_tf_serving_reads_them(name, version):
     assert layout.parse_version(name) == version
 
@@ -276,8 +317,7 @@ def test_interrupted_export_leaves_no_folder(source, tmp_path, monkeypatch):
     assert os.listdir(base) == []
 
 
-def test_verify_passes_the_export_and_fails_a_copy_without_variables(published, tmp_path,
-                                                                     capsys):
+def test_verify_passes_the_export_and_fails_a_copy_without_variables(published, tmp_path, capsys):
     assert main(["verify", str(published["version"])]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"{published['version']}: verified"
     copy = tmp_path / "fashion" / "1"
@@ -300,37 +340,78 @@ def test_list_shows_versions_with_accuracy_and_creation_time(published, capsys):
     ]
     assert main(["list", str(published["base"]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == [
-        {"version": 1, "folder": "1", "accuracy": None, "created_at": card["created_at"],
-         "note": ""}]
+        {
+            "version": 1,
+            "folder": "1",
+            "accuracy": None,
+            "created_at": card["created_at"],
+            "note": "",
+        }
+    ]
 
 
 def test_model_card_takes_figures_from_training_artifacts(tmp_path):
-    run = {"command": "python -m training train", "seed": 42, "alpha": 0.5,
-           "input_size": [224, 224], "weights": "w.h5", "tensorflow_version": "2.20.0",
-           "keras_version": "3", "started_at": "2026-11-29T10:00:00Z", "wall_time_seconds": 61.5,
-           "dataset": {"path": "/data", "splits": {"train": {"boot": 4, "cap": 2, "scarf": 1},
-                                                   "test": {"boot": 1, "cap": 1, "scarf": 1}}},
-           "hyperparameters": {"batch_size": 32}, "epochs_run": {"head": 3, "finetune": 2}}
-    metrics = {"split": "test", "accuracy": 0.9, "labels": LABELS,
-               "per_class": {k: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}
-                             for k in LABELS},
-               "macro_avg": {"f1": 1.0}, "weighted_avg": {"f1": 1.0},
-               "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}
+    run = {
+        "command": "python -m training train",
+        "seed": 42,
+        "alpha": 0.5,
+        "input_size": [224, 224],
+        "weights": "w.h5",
+        "tensorflow_version": "2.20.0",
+        "keras_version": "3",
+        "started_at": "2026-11-29T10:00:00Z",
+        "wall_time_seconds": 61.5,
+        "dataset": {
+            "path": "/data",
+            "splits": {
+                "train": {"boot": 4, "cap": 2, "scarf": 1},
+                "test": {"boot": 1, "cap": 1, "scarf": 1},
+            },
+        },
+        "hyperparameters": {"batch_size": 32},
+        "epochs_run": {"head": 3, "finetune": 2},
+    }
+    metrics = {
+        "split": "test",
+        "accuracy": 0.9,
+        "labels": LABELS,
+        "per_class": {
+            k: {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1} for k in LABELS
+        },
+        "macro_avg": {"f1": 1.0},
+        "weighted_avg": {"f1": 1.0},
+        "confusion_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+    }
     (tmp_path / "training_run.json").write_text(json.dumps(run))
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     artifacts = model_card.read_artifacts(tmp_path)
-    card = model_card.build(name="fashion", version=4, labels=LABELS, input_size=(224, 224),
-                            artifacts=artifacts, export_info={})
+    card = model_card.build(
+        name="fashion",
+        version=4,
+        labels=LABELS,
+        input_size=(224, 224),
+        artifacts=artifacts,
+        export_info={},
+    )
     assert card["dataset"]["split_counts"] == {"train": 7, "test": 3}
     assert card["metrics"]["accuracy"] == 0.9
     assert card["metrics"]["per_class"]["cap"]["support"] == 1
     assert card["architecture"]["alpha"] == 0.5
-    assert (card["training"]["seed"], card["training"]["wall_time_seconds"],
-            card["training"]["command"]) == (42, 61.5, "python -m training train")
+    assert (
+        card["training"]["seed"],
+        card["training"]["wall_time_seconds"],
+        card["training"]["command"],
+    ) == (42, 61.5, "python -m training train")
     assert card["missing"] == []
     with pytest.raises(ValueError, match="differ"):
-        model_card.build(name="fashion", version=4, labels=["x", "y", "z"],
-                         input_size=(224, 224), artifacts=artifacts, export_info={})
+        model_card.build(
+            name="fashion",
+            version=4,
+            labels=["x", "y", "z"],
+            input_size=(224, 224),
+            artifacts=artifacts,
+            export_info={},
+        )
 
 
 def test_committed_release_version_verifies(capsys):

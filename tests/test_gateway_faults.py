@@ -29,8 +29,10 @@ def _tensor_info(dtype: int, dims: list[int]) -> object:
     return info
 
 
-class FakeServing(protos.prediction_service_pb2_grpc.PredictionServiceServicer,
-                  protos.model_service_pb2_grpc.ModelServiceServicer):
+class FakeServing(
+    protos.prediction_service_pb2_grpc.PredictionServiceServicer,
+    protos.model_service_pb2_grpc.ModelServiceServicer,
+):
     """Answers like TF Serving for a 2-class model with 8x8 uint8 input, with injected faults.
 
     Attributes:
@@ -85,7 +87,8 @@ class FakeServing(protos.prediction_service_pb2_grpc.PredictionServiceServicer,
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = 1
         response.outputs["probabilities"].CopyFrom(
-            to_tensor_proto(np.tile(np.float32([0.25, 0.75]), (n, 1))))
+            to_tensor_proto(np.tile(np.float32([0.25, 0.75]), (n, 1)))
+        )
         response.outputs["classes"].CopyFrom(to_tensor_proto(np.array([LABELS] * n, dtype=object)))
         return response
 
@@ -122,10 +125,18 @@ def _post(client, **query):
 def test_fake_happy_path_labels_come_from_the_response(fake):
     response = _post(_client(fake.address), top_k=5)
     assert response.status_code == 200
-    assert response.json == {"model": {"name": "fashion", "version": 1}, "prediction": {
-        "label": "dog", "class_id": 1, "confidence": 0.75,
-        "top_k": [{"label": "dog", "class_id": 1, "probability": 0.75},
-                  {"label": "cat", "class_id": 0, "probability": 0.25}]}}
+    assert response.json == {
+        "model": {"name": "fashion", "version": 1},
+        "prediction": {
+            "label": "dog",
+            "class_id": 1,
+            "confidence": 0.75,
+            "top_k": [
+                {"label": "dog", "class_id": 1, "probability": 0.75},
+                {"label": "cat", "class_id": 0, "probability": 0.25},
+            ],
+        },
+    }
 
 
 def test_too_slow_serving_is_504(fake):
@@ -151,12 +162,15 @@ def test_unavailable_after_bounded_retries_is_503_with_retry_after(fake):
     assert fake.predict_calls == 2
 
 
-@pytest.mark.parametrize(("code", "status", "error"), [
-    (grpc.StatusCode.INTERNAL, 502, "serving_error"),
-    (grpc.StatusCode.INVALID_ARGUMENT, 502, "serving_error"),
-    (grpc.StatusCode.NOT_FOUND, 404, "not_found"),
-    (grpc.StatusCode.RESOURCE_EXHAUSTED, 502, "serving_error"),
-])
+@pytest.mark.parametrize(
+    ("code", "status", "error"),
+    [
+        (grpc.StatusCode.INTERNAL, 502, "serving_error"),
+        (grpc.StatusCode.INVALID_ARGUMENT, 502, "serving_error"),
+        (grpc.StatusCode.NOT_FOUND, 404, "not_found"),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 502, "serving_error"),
+    ],
+)
 def test_serving_errors_map_to_gateway_codes(fake, code, status, error):
     fake.predict_error = (code, "upstream says no")
     response = _post(_client(fake.address))
@@ -166,12 +180,16 @@ def test_serving_errors_map_to_gateway_codes(fake, code, status, error):
 
 
 def test_unknown_version_label_is_404(fake):
-    fake.predict_error = (grpc.StatusCode.INVALID_ARGUMENT,
-                          "Unrecognized servable version label: canary")
+    fake.predict_error = (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Unrecognized servable version label: canary",
+    )
     response = _post(_client(fake.address), version_label="canary")
     assert response.status_code == 404
-    assert response.json["error"] == {"code": "not_found",
-                                      "message": "Unrecognized servable version label: canary"}
+    assert response.json["error"] == {
+        "code": "not_found",
+        "message": "Unrecognized servable version label: canary",
+    }
 
 
 def test_serving_stopped_is_503_everywhere_with_retry_after(fake):
@@ -196,6 +214,8 @@ def test_a_decoder_crash_on_a_crafted_file_is_400_not_500(fake, monkeypatch):
     monkeypatch.setattr(preprocessing, "decode", crash)
     response = _post(_client(fake.address))
     assert response.status_code == 400
-    assert response.json["error"] == {"code": "corrupt_image",
-                                      "message": "the image could not be decoded"}
+    assert response.json["error"] == {
+        "code": "corrupt_image",
+        "message": "the image could not be decoded",
+    }
     assert fake.predict_calls == 0

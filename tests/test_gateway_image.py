@@ -78,15 +78,23 @@ print(json.dumps({
 def test_gateway_runs_with_only_the_collected_protos(tiny_server, tmp_path):
     site, app = tmp_path / "site", tmp_path / "app"
     app.mkdir()
-    subprocess.run([sys.executable, "-m", "gateway.collect_protos", str(site)], cwd=ROOT,
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "gateway.collect_protos", str(site)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     copied = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.py"))
     assert "tensorflow/core/framework/tensor_pb2.py" in copied
     assert "tensorflow_serving/apis/prediction_service_pb2_grpc.py" in copied
     assert "tensorflow/__init__.py" not in copied
     assert all(p.endswith(("_pb2.py", "_pb2_grpc.py", "__init__.py")) for p in copied)
-    wanted = [Requirement(line).name for line in (ROOT / "gateway/requirements.txt").read_text()
-              .splitlines() if line.strip() and not line.startswith("#")]
+    wanted = [
+        Requirement(line).name
+        for line in (ROOT / "gateway/requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     distributions = _closure(wanted)
     assert "tensorflow" not in distributions and "tensorflow-serving-api" not in distributions
     for name in sorted(distributions):
@@ -99,8 +107,21 @@ def test_gateway_runs_with_only_the_collected_protos(tiny_server, tmp_path):
     image.write_bytes(buffer.getvalue())
 
     result = subprocess.run(
-        [sys.executable, "-S", "-c", SCRIPT, str(app), str(site), tiny_server.grpc_address,
-         str(image)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            SCRIPT,
+            str(app),
+            str(site),
+            tiny_server.grpc_address,
+            str(image),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["status"] == 200

@@ -20,8 +20,9 @@ from serving.launcher import ModelServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_BASE = ROOT / "models" / "fashion"
-DATA = Path(os.environ.get("FASHION_DATA_DIR",
-                           ROOT.parent / "shared" / "data" / "clothing-dataset-small"))
+DATA = Path(
+    os.environ.get("FASHION_DATA_DIR", ROOT.parent / "shared" / "data" / "clothing-dataset-small")
+)
 PHOTOS = {  # true label: test-split file the release model gets right
     "dress": "28b09463-6bbb-491d-9ffc-f36df5c6b211.jpg",
     "hat": "2a12baab-f020-42e3-8e6b-5d82e3ed0b55.jpg",
@@ -40,8 +41,9 @@ PINNED = {"version": 1}
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     log = tmp_path_factory.mktemp("release") / "serving.log"
-    with ModelServerProcess(["--model_name=fashion", f"--model_base_path={MODEL_BASE}"],
-                            log_path=log) as server:
+    with ModelServerProcess(
+        ["--model_name=fashion", f"--model_base_path={MODEL_BASE}"], log_path=log
+    ) as server:
         yield create_app(Settings.from_env({}, grpc_address=server.grpc_address)).test_client()
 
 
@@ -51,8 +53,12 @@ def _photo(label: str) -> bytes:
 
 @pytest.mark.parametrize("label", sorted(PHOTOS))
 def test_real_photo_gets_its_true_label(client, label):
-    response = client.post("/predict", data=_photo(label), content_type="image/jpeg",
-                           query_string={**PINNED, "top_k": 10})
+    response = client.post(
+        "/predict",
+        data=_photo(label),
+        content_type="image/jpeg",
+        query_string={**PINNED, "top_k": 10},
+    )
     assert response.status_code == 200
     assert response.json["model"] == {"name": "fashion", "version": 1}
     prediction = response.json["prediction"]
@@ -68,8 +74,12 @@ def test_batch_of_real_photos_keeps_order_and_filenames(client):
     labels = sorted(PHOTOS)
     files = [(io.BytesIO(_photo(label)), PHOTOS[label]) for label in labels]
     files.insert(3, (io.BytesIO(_photo("hat")[:5000]), "truncated.jpg"))
-    response = client.post("/predict_batch", data={"images": files},
-                           content_type="multipart/form-data", query_string=PINNED)
+    response = client.post(
+        "/predict_batch",
+        data={"images": files},
+        content_type="multipart/form-data",
+        query_string=PINNED,
+    )
     assert response.status_code == 200
     items = response.json["predictions"]
     assert [i["filename"] for i in items] == [f[1] for f in files]
@@ -79,11 +89,26 @@ def test_batch_of_real_photos_keeps_order_and_filenames(client):
 
 def test_classes_and_input_come_from_the_release_version(client):
     labels = (MODEL_BASE / "1" / "assets.extra" / "labels.txt").read_text().split()
-    assert labels == ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes",
-                      "shorts", "skirt", "t-shirt"]
+    assert labels == [
+        "dress",
+        "hat",
+        "longsleeve",
+        "outwear",
+        "pants",
+        "shirt",
+        "shoes",
+        "shorts",
+        "skirt",
+        "t-shirt",
+    ]
     assert client.get("/classes", query_string=PINNED).json == {
-        "model": {"name": "fashion", "version": 1}, "classes": labels}
+        "model": {"name": "fashion", "version": 1},
+        "classes": labels,
+    }
     info = client.get("/").json
-    assert info["model"]["input"] == {"name": "images", "dtype": "DT_UINT8",
-                                      "shape": [-1, 224, 224, 3]}
+    assert info["model"]["input"] == {
+        "name": "images",
+        "dtype": "DT_UINT8",
+        "shape": [-1, 224, 224, 3],
+    }
     assert info["model"]["num_classes"] == 10

@@ -49,8 +49,11 @@ def server(tiny_model_base, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gateway-serving")
     config = folder / "models.config"
     config.write_text(CONFIG % tiny_model_base)
-    with ModelServerProcess(["--model_config_file", str(config)], wait_for_model="fashion",
-                            log_path=folder / "serving.log") as process:
+    with ModelServerProcess(
+        ["--model_config_file", str(config)],
+        wait_for_model="fashion",
+        log_path=folder / "serving.log",
+    ) as process:
         yield process
 
 
@@ -60,8 +63,9 @@ def _settings(server, **overrides) -> Settings:
 
 @pytest.fixture(scope="module")
 def client(server):
-    return create_app(_settings(server, max_body_bytes=2_000_000, max_batch_images=6,
-                                max_image_pixels=1_000_000)).test_client()
+    return create_app(
+        _settings(server, max_body_bytes=2_000_000, max_batch_images=6, max_image_pixels=1_000_000)
+    ).test_client()
 
 
 def _encode(image: Image.Image, fmt: str, **params) -> bytes:
@@ -72,8 +76,14 @@ def _encode(image: Image.Image, fmt: str, **params) -> bytes:
 
 def _gradient(size=(40, 30), mode="RGB") -> Image.Image:
     x = np.linspace(0, 255, size[0], dtype=np.uint8)
-    rgb = np.stack([np.tile(x, (size[1], 1)), np.full((size[1], size[0]), 90, np.uint8),
-                    np.tile(x[::-1], (size[1], 1))], axis=-1)
+    rgb = np.stack(
+        [
+            np.tile(x, (size[1], 1)),
+            np.full((size[1], size[0]), 90, np.uint8),
+            np.tile(x[::-1], (size[1], 1)),
+        ],
+        axis=-1,
+    )
     return Image.fromarray(rgb).convert(mode)
 
 
@@ -128,8 +138,11 @@ BAD = {  # filename: (bytes factory, HTTP status, error code)
     "truncated.jpg": (_truncated_jpeg, 400, "corrupt_image"),
     "empty.jpg": (lambda: b"", 400, "empty_file"),
     "notes.jpg": (lambda: b"this is a text file, not a photo\n" * 20, 400, "not_an_image"),
-    "photo.heic": (lambda: b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64, 415,
-                   "unsupported_format"),
+    "photo.heic": (
+        lambda: b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64,
+        415,
+        "unsupported_format",
+    ),
     "huge.png": (_huge_png_header, 413, "image_too_large"),
 }
 
@@ -145,24 +158,33 @@ def _expected(data: bytes, version: int = LATEST) -> tuple[str, float]:
 def test_every_readable_format_is_predicted(client, name):
     data = GOOD[name]()
     label, confidence = _expected(data)
-    for response in (client.post("/predict", data={"image": (io.BytesIO(data), name)},
-                                 content_type="multipart/form-data"),
-                     client.post("/predict", data=data, content_type="image/x-anything")):
+    for response in (
+        client.post(
+            "/predict", data={"image": (io.BytesIO(data), name)}, content_type="multipart/form-data"
+        ),
+        client.post("/predict", data=data, content_type="image/x-anything"),
+    ):
         assert response.status_code == 200, response.json
         assert response.json["model"] == {"name": "fashion", "version": LATEST}
         prediction = response.json["prediction"]
         assert prediction["label"] == label
         assert prediction["confidence"] == pytest.approx(confidence, abs=1e-5)
-        assert prediction["top_k"][0] == {"label": label, "class_id": prediction["class_id"],
-                                          "probability": prediction["confidence"]}
+        assert prediction["top_k"][0] == {
+            "label": label,
+            "class_id": prediction["class_id"],
+            "probability": prediction["confidence"],
+        }
         assert len(prediction["top_k"]) == 3
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_every_bad_input_gets_its_status_and_code(client, name):
     factory, status, code = BAD[name]
-    response = client.post("/predict", data={"image": (io.BytesIO(factory()), name)},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/predict",
+        data={"image": (io.BytesIO(factory()), name)},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == status
     assert response.json["error"]["code"] == code
     if code == "unsupported_format":
@@ -172,10 +194,14 @@ def test_every_bad_input_gets_its_status_and_code(client, name):
 def test_oversized_bodies_are_413_raw_and_multipart(client):
     big = b"\xff\xd8" + b"\0" * 2_000_000
     raw = client.post("/predict", data=big, content_type="image/jpeg")
-    multipart = client.post("/predict", data={"image": (io.BytesIO(big), "big.jpg")},
-                            content_type="multipart/form-data")
-    batch = client.post("/predict_batch", data={"images": (io.BytesIO(big), "big.jpg")},
-                        content_type="multipart/form-data")
+    multipart = client.post(
+        "/predict", data={"image": (io.BytesIO(big), "big.jpg")}, content_type="multipart/form-data"
+    )
+    batch = client.post(
+        "/predict_batch",
+        data={"images": (io.BytesIO(big), "big.jpg")},
+        content_type="multipart/form-data",
+    )
     for response in (raw, multipart, batch):
         assert response.status_code == 413
         assert response.json["error"]["code"] == "payload_too_large"
@@ -185,14 +211,24 @@ def test_batch_mixes_predictions_and_item_errors_in_input_order(client):
     names = ["rgba.png", "truncated.jpg", "photo.bmp", "empty.jpg", "photo.heic", "tiny.png"]
     blobs = [GOOD[n]() if n in GOOD else BAD[n][0]() for n in names]
     files = [(io.BytesIO(b), n) for n, b in zip(names, blobs, strict=True)]
-    response = client.post("/predict_batch", data={"images": files},
-                           content_type="multipart/form-data", query_string={"top_k": 1})
+    response = client.post(
+        "/predict_batch",
+        data={"images": files},
+        content_type="multipart/form-data",
+        query_string={"top_k": 1},
+    )
     assert response.status_code == 200
     assert response.json["model"] == {"name": "fashion", "version": LATEST}
     items = response.json["predictions"]
     assert [(i["index"], i["filename"]) for i in items] == list(enumerate(names))
     assert [i.get("error", {}).get("code") for i in items] == [
-        None, "corrupt_image", None, "empty_file", "unsupported_format", None]
+        None,
+        "corrupt_image",
+        None,
+        "empty_file",
+        "unsupported_format",
+        None,
+    ]
     for item, data in zip(items, blobs, strict=True):
         if "error" not in item:
             assert item["label"] == _expected(data)[0]
@@ -202,8 +238,9 @@ def test_batch_mixes_predictions_and_item_errors_in_input_order(client):
 def test_batch_is_sent_in_chunks(server):
     app = create_app(_settings(server, predict_chunk_size=2))
     images = [(io.BytesIO(GOOD["photo.bmp"]()), f"{i}.bmp") for i in range(5)]
-    response = app.test_client().post("/predict_batch", data={"images": images},
-                                      content_type="multipart/form-data")
+    response = app.test_client().post(
+        "/predict_batch", data={"images": images}, content_type="multipart/form-data"
+    )
     assert response.status_code == 200
     assert len(response.json["predictions"]) == 5
     metrics = app.test_client().get("/metrics").get_data(as_text=True)
@@ -212,18 +249,21 @@ def test_batch_is_sent_in_chunks(server):
 
 def test_top_k_and_version_pinning(client):
     data = GOOD["photo.tif"]()
-    cases = [({"top_k": 2}, LATEST, 2), ({"top_k": 50}, LATEST, 3), ({"version": 1}, 1, 3),
-             ({"version_label": "stable"}, 1, 3), ({"version_label": "canary"}, 2, 3)]
+    cases = [
+        ({"top_k": 2}, LATEST, 2),
+        ({"top_k": 50}, LATEST, 3),
+        ({"version": 1}, 1, 3),
+        ({"version_label": "stable"}, 1, 3),
+        ({"version_label": "canary"}, 2, 3),
+    ]
     for query, version, k in cases:
-        response = client.post("/predict", data=data, content_type="image/tiff",
-                               query_string=query)
+        response = client.post("/predict", data=data, content_type="image/tiff", query_string=query)
         assert response.status_code == 200, (query, response.json)
         assert response.json["model"]["version"] == version
         assert response.json["prediction"]["label"] == _expected(data, version)[0]
         assert len(response.json["prediction"]["top_k"]) == k
     for query in ({"version": 7}, {"version_label": "nope"}):
-        response = client.post("/predict", data=data, content_type="image/tiff",
-                               query_string=query)
+        response = client.post("/predict", data=data, content_type="image/tiff", query_string=query)
         assert response.status_code == 404, query
         assert response.json["error"]["code"] == "not_found"
 
@@ -233,21 +273,23 @@ def test_health_classes_and_info(client):
     assert health.status_code == 200
     assert sorted(health.json["available_versions"]) == [1, 2]
     classes = client.get("/classes")
-    assert classes.json == {"model": {"name": "fashion", "version": 2},
-                            "classes": tiny_models.labels_for(2)}
+    assert classes.json == {
+        "model": {"name": "fashion", "version": 2},
+        "classes": tiny_models.labels_for(2),
+    }
     assert client.get("/classes?version=1").json["classes"] == tiny_models.labels_for(1)
     info = client.get("/").json
     assert info["serving"] == {"available": True}
-    assert info["model"]["input"] == {"name": "images", "dtype": "DT_UINT8",
-                                      "shape": [-1, 8, 8, 3]}
+    assert info["model"]["input"] == {"name": "images", "dtype": "DT_UINT8", "shape": [-1, 8, 8, 3]}
     assert info["model"]["num_classes"] == 3
 
 
 def test_metrics_after_a_prediction(server):
     app = create_app(_settings(server))
     data = GOOD["photo.webp"]()
-    assert app.test_client().post("/predict", data=data, content_type="image/webp").status_code \
-        == 200
+    assert (
+        app.test_client().post("/predict", data=data, content_type="image/webp").status_code == 200
+    )
     text = app.test_client().get("/metrics").get_data(as_text=True)
     label = _expected(data)[0]
     assert f'gateway_predicted_images_total{{label="{label}"}} 1.0' in text
@@ -255,8 +297,9 @@ def test_metrics_after_a_prediction(server):
     assert 'gateway_requests_total{endpoint="/predict",method="POST",status="200"} 1.0' in text
     assert "gateway_decode_duration_seconds_count 1.0" in text
     # the signature is read once, not per request (the answering version did not change)
-    assert 'gateway_serving_duration_seconds_count{method="GetModelMetadata",status="OK"} 1.0' \
-        in text
+    assert (
+        'gateway_serving_duration_seconds_count{method="GetModelMetadata",status="OK"} 1.0' in text
+    )
 
 
 THIN_CHECK = """
@@ -280,11 +323,18 @@ print(json.dumps({"status": response.status_code, "import_create_s": created,
 def test_gateway_process_never_loads_the_tensorflow_runtime(server, tmp_path):
     image = tmp_path / "photo.png"
     image.write_bytes(GOOD["palette.png"]())
-    result = subprocess.run([sys.executable, "-c", THIN_CHECK, server.grpc_address, str(image)],
-                            capture_output=True, text=True, timeout=120, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", THIN_CHECK, server.grpc_address, str(image)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    print(f"gateway import+create {report['import_create_s']:.2f} s, "
-          f"RSS after a prediction {report['rss_mb']:.0f} MB")
+    print(
+        f"gateway import+create {report['import_create_s']:.2f} s, "
+        f"RSS after a prediction {report['rss_mb']:.0f} MB"
+    )
     assert report["status"] == 200
     assert report["runtime_modules"] == []
     assert report["rss_mb"] < 150
@@ -294,15 +344,23 @@ def test_gateway_process_never_loads_the_tensorflow_runtime(server, tmp_path):
 def test_gateway_process_serves_over_http(server, tmp_path, kind):
     import requests
 
-    env = {"SERVING_GRPC_ADDRESS": server.grpc_address, "GATEWAY_API_KEY": "k",
-           "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "2"}
+    env = {
+        "SERVING_GRPC_ADDRESS": server.grpc_address,
+        "GATEWAY_API_KEY": "k",
+        "GUNICORN_WORKERS": "2",
+        "GUNICORN_THREADS": "2",
+    }
     if kind == "gunicorn":
         env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")
     data = GOOD["photo.bmp"]()
     with GatewayProcess(env, server=kind, log_path=tmp_path / "gateway.log") as gateway:
         for _ in range(4):
-            response = requests.post(gateway.url + "/predict", data=data, timeout=30,
-                                     headers={"Content-Type": "image/bmp", "X-API-Key": "k"})
+            response = requests.post(
+                gateway.url + "/predict",
+                data=data,
+                timeout=30,
+                headers={"Content-Type": "image/bmp", "X-API-Key": "k"},
+            )
             assert response.status_code == 200
             assert response.json()["prediction"]["label"] == _expected(data)[0]
         metrics = requests.get(gateway.url + "/metrics", timeout=30).text
@@ -313,9 +371,10 @@ def test_gateway_process_serves_over_http(server, tmp_path, kind):
 def test_a_new_version_is_picked_up_with_its_own_labels(tiny_model_base, tmp_path):
     base = tmp_path / "fashion"
     tiny_models.copy_version(tiny_model_base / "1", base, 1)
-    with ModelServerProcess(["--model_name=fashion", f"--model_base_path={base}",
-                             "--file_system_poll_wait_seconds=1"],
-                            log_path=tmp_path / "serving.log") as process:
+    with ModelServerProcess(
+        ["--model_name=fashion", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"],
+        log_path=tmp_path / "serving.log",
+    ) as process:
         app = create_app(_settings(process))
         client = app.test_client()
         data = GOOD["photo.bmp"]()
@@ -344,9 +403,13 @@ def _post_chunked(url: str, body: bytes, piece: int = 64 * 1024) -> tuple[int, d
     try:
         # the server may answer 413 and close before the whole body is sent
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            connection.request("POST", "/predict", encode_chunked=True,
-                               body=(body[i:i + piece] for i in range(0, len(body), piece)),
-                               headers={"Content-Type": "image/jpeg"})
+            connection.request(
+                "POST",
+                "/predict",
+                encode_chunked=True,
+                body=(body[i : i + piece] for i in range(0, len(body), piece)),
+                headers={"Content-Type": "image/jpeg"},
+            )
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -357,8 +420,12 @@ def _post_chunked(url: str, body: bytes, piece: int = 64 * 1024) -> tuple[int, d
 def test_chunked_raw_bodies_are_held_to_the_body_limit(server, tmp_path, kind):
     limit = 300_000
     photo = _encode(_gradient(), "JPEG")
-    env = {"SERVING_GRPC_ADDRESS": server.grpc_address, "MAX_BODY_BYTES": str(limit),
-           "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "2"}
+    env = {
+        "SERVING_GRPC_ADDRESS": server.grpc_address,
+        "MAX_BODY_BYTES": str(limit),
+        "GUNICORN_WORKERS": "1",
+        "GUNICORN_THREADS": "2",
+    }
     if kind == "gunicorn":
         env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")
     with GatewayProcess(env, server=kind, log_path=tmp_path / "gateway.log") as gateway:

@@ -45,49 +45,95 @@ def test_settings_defaults_and_environment():
     assert Settings.from_env({}) == Settings()
     assert Settings().grpc_address == "localhost:8500"
     assert Settings().model_name == "fashion"
-    settings = Settings.from_env({"SERVING_GRPC_ADDRESS": "serving:9000", "TOP_K": "5",
-                                  "SERVING_DEADLINE_SECONDS": "2.5", "GATEWAY_API_KEY": "s3cret",
-                                  "MAX_IMAGE_PIXELS": ""})
-    assert (settings.grpc_address, settings.top_k, settings.deadline_seconds, settings.api_key,
-            settings.max_image_pixels) == ("serving:9000", 5, 2.5, "s3cret", 40_000_000)
-    assert {row["env"] for row in Settings.describe()} >= {"SERVING_GRPC_ADDRESS", "MODEL_NAME",
-                                                           "MAX_BODY_BYTES", "GATEWAY_API_KEY"}
+    settings = Settings.from_env(
+        {
+            "SERVING_GRPC_ADDRESS": "serving:9000",
+            "TOP_K": "5",
+            "SERVING_DEADLINE_SECONDS": "2.5",
+            "GATEWAY_API_KEY": "s3cret",
+            "MAX_IMAGE_PIXELS": "",
+        }
+    )
+    assert (
+        settings.grpc_address,
+        settings.top_k,
+        settings.deadline_seconds,
+        settings.api_key,
+        settings.max_image_pixels,
+    ) == ("serving:9000", 5, 2.5, "s3cret", 40_000_000)
+    assert {row["env"] for row in Settings.describe()} >= {
+        "SERVING_GRPC_ADDRESS",
+        "MODEL_NAME",
+        "MAX_BODY_BYTES",
+        "GATEWAY_API_KEY",
+    }
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"TOP_K": "three"}, "TOP_K='three' is not a valid int"),
-    ({"MAX_BATCH_IMAGES": "0"}, "MAX_BATCH_IMAGES must be > 0"),
-    ({"SERVING_RETRIES": "9"}, "SERVING_RETRIES must be in 0..4"),
-    ({"SERVING_DEADLINE_SECONDS": "nan"}, "SERVING_DEADLINE_SECONDS must be > 0, got nan"),
-    ({"SERVING_RETRY_BACKOFF_SECONDS": "0"}, "SERVING_RETRY_BACKOFF_SECONDS must be > 0, got 0"),
-    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of DEBUG, INFO"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TOP_K": "three"}, "TOP_K='three' is not a valid int"),
+        ({"MAX_BATCH_IMAGES": "0"}, "MAX_BATCH_IMAGES must be > 0"),
+        ({"SERVING_RETRIES": "9"}, "SERVING_RETRIES must be in 0..4"),
+        ({"SERVING_DEADLINE_SECONDS": "nan"}, "SERVING_DEADLINE_SECONDS must be > 0, got nan"),
+        (
+            {"SERVING_RETRY_BACKOFF_SECONDS": "0"},
+            "SERVING_RETRY_BACKOFF_SECONDS must be > 0, got 0",
+        ),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of DEBUG, INFO"),
+    ],
+)
 def test_settings_reject_bad_values(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
 
 
 _REPO = Path(__file__).resolve().parent.parent
-_GUNICORN = [sys.executable, "-m", "gunicorn", "-c", str(_REPO / "gateway/gunicorn.conf.py"),
-             "--bind", "127.0.0.1:0", "gateway.app:create_app()"]
+_GUNICORN = [
+    sys.executable,
+    "-m",
+    "gunicorn",
+    "-c",
+    str(_REPO / "gateway/gunicorn.conf.py"),
+    "--bind",
+    "127.0.0.1:0",
+    "gateway.app:create_app()",
+]
 
 
-@pytest.mark.parametrize(("command", "env", "line"), [
-    ([sys.executable, "-m", "gateway", "--port", "0"], {"TOP_K": "0"},
-     "gateway: bad setting: TOP_K must be > 0, got 0"),
-    ([sys.executable, "-m", "gateway", "--port", "0"], {"MAX_BATCH_IMAGES": "abc"},
-     "gateway: bad setting: MAX_BATCH_IMAGES='abc' is not a valid int"),
-    ([sys.executable, "-m", "gateway", "--port", "0"], {"LOG_LEVEL": "loud"},
-     "gateway: bad setting: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
-     "got 'loud'"),
-    (_GUNICORN, {"TOP_K": "0"}, "gateway: bad setting: TOP_K must be > 0, got 0"),
-    (_GUNICORN, {"GUNICORN_WORKERS": "two"},
-     "gateway: bad setting: GUNICORN_WORKERS='two' is not a valid int"),
-], ids=["dev-top_k-0", "dev-batch-abc", "dev-log-level", "gunicorn-top_k-0", "gunicorn-workers"])
+@pytest.mark.parametrize(
+    ("command", "env", "line"),
+    [
+        (
+            [sys.executable, "-m", "gateway", "--port", "0"],
+            {"TOP_K": "0"},
+            "gateway: bad setting: TOP_K must be > 0, got 0",
+        ),
+        (
+            [sys.executable, "-m", "gateway", "--port", "0"],
+            {"MAX_BATCH_IMAGES": "abc"},
+            "gateway: bad setting: MAX_BATCH_IMAGES='abc' is not a valid int",
+        ),
+        (
+            [sys.executable, "-m", "gateway", "--port", "0"],
+            {"LOG_LEVEL": "loud"},
+            "gateway: bad setting: LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+            "got 'loud'",
+        ),
+        (_GUNICORN, {"TOP_K": "0"}, "gateway: bad setting: TOP_K must be > 0, got 0"),
+        (
+            _GUNICORN,
+            {"GUNICORN_WORKERS": "two"},
+            "gateway: bad setting: GUNICORN_WORKERS='two' is not a valid int",
+        ),
+    ],
+    ids=["dev-top_k-0", "dev-batch-abc", "dev-log-level", "gunicorn-top_k-0", "gunicorn-workers"],
+)
 def test_a_bad_setting_stops_start_up_with_one_line_and_status_2(command, env, line, tmp_path):
     environ = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), **env}
-    result = subprocess.run(command, env=environ, cwd=_REPO, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        command, env=environ, cwd=_REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [line]
     assert result.stdout == ""
@@ -98,8 +144,18 @@ def test_error_table_matches_the_contract():
     assert GatewayError("serving_unavailable", "x").status == 503
     with pytest.raises(KeyError):
         GatewayError("no_such_code", "x")
-    assert sorted(set(STATUS_BY_CODE.values())) == [400, 401, 404, 405, 413, 415, 500, 502,
-                                                    503, 504]
+    assert sorted(set(STATUS_BY_CODE.values())) == [
+        400,
+        401,
+        404,
+        405,
+        413,
+        415,
+        500,
+        502,
+        503,
+        504,
+    ]
     error = from_image_error(UnsupportedFormatError("HEIC"))
     assert (error.code, error.status) == ("unsupported_format", 415)
     assert "HEIC" in error.message
@@ -122,12 +178,21 @@ def test_classify_rows_orders_top_k_and_caps_k():
         classify_rows(probabilities, classes[:, :2], top_k=1)
 
 
-@pytest.mark.parametrize("query", [{"top_k": "0"}, {"top_k": "x"}, {"version": "-1"},
-                                   {"version": "1.5"}, {"version_label": "bad label!"},
-                                   {"version": "1", "version_label": "stable"}])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"top_k": "0"},
+        {"top_k": "x"},
+        {"version": "-1"},
+        {"version": "1.5"},
+        {"version_label": "bad label!"},
+        {"version": "1", "version_label": "stable"},
+    ],
+)
 def test_invalid_query_parameters_are_400(closed_address, query):
-    response = _client(closed_address).post("/predict", data=b"x", content_type="image/png",
-                                            query_string=query)
+    response = _client(closed_address).post(
+        "/predict", data=b"x", content_type="image/png", query_string=query
+    )
     assert response.status_code == 400
     assert response.json["error"]["code"] == "invalid_parameter"
 
@@ -135,22 +200,58 @@ def test_invalid_query_parameters_are_400(closed_address, query):
 def test_request_shape_errors(closed_address):
     client = _client(closed_address, max_batch_images=2, max_body_bytes=1000)
     cases = [
-        (client.post("/predict", data={"other": (io.BytesIO(b"x"), "a.jpg")},
-                     content_type="multipart/form-data"), 400, "missing_field"),
+        (
+            client.post(
+                "/predict",
+                data={"other": (io.BytesIO(b"x"), "a.jpg")},
+                content_type="multipart/form-data",
+            ),
+            400,
+            "missing_field",
+        ),
         (client.post("/predict"), 400, "missing_field"),
-        (client.post("/predict", data=b"{}", content_type="application/json"), 415,
-         "unsupported_media_type"),
-        (client.post("/predict_batch", data=b"x", content_type="image/png"), 415,
-         "unsupported_media_type"),
-        (client.post("/predict_batch", data={"image": (io.BytesIO(b"x"), "a.jpg")},
-                     content_type="multipart/form-data"), 400, "missing_field"),
-        (client.post("/predict_batch",
-                     data={"images": [(io.BytesIO(b"x"), f"{i}.jpg") for i in range(3)]},
-                     content_type="multipart/form-data"), 413, "too_many_images"),
-        (client.post("/predict", data=b"\0" * 1001, content_type="image/jpeg"), 413,
-         "payload_too_large"),
-        (client.post("/predict", data={"image": (io.BytesIO(b"\0" * 1001), "big.jpg")},
-                     content_type="multipart/form-data"), 413, "payload_too_large"),
+        (
+            client.post("/predict", data=b"{}", content_type="application/json"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            client.post("/predict_batch", data=b"x", content_type="image/png"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            client.post(
+                "/predict_batch",
+                data={"image": (io.BytesIO(b"x"), "a.jpg")},
+                content_type="multipart/form-data",
+            ),
+            400,
+            "missing_field",
+        ),
+        (
+            client.post(
+                "/predict_batch",
+                data={"images": [(io.BytesIO(b"x"), f"{i}.jpg") for i in range(3)]},
+                content_type="multipart/form-data",
+            ),
+            413,
+            "too_many_images",
+        ),
+        (
+            client.post("/predict", data=b"\0" * 1001, content_type="image/jpeg"),
+            413,
+            "payload_too_large",
+        ),
+        (
+            client.post(
+                "/predict",
+                data={"image": (io.BytesIO(b"\0" * 1001), "big.jpg")},
+                content_type="multipart/form-data",
+            ),
+            413,
+            "payload_too_large",
+        ),
         (client.get("/no/such/route"), 404, "not_found"),
         (client.get("/predict"), 405, "method_not_allowed"),
     ]
@@ -161,17 +262,18 @@ def test_request_shape_errors(closed_address):
 
 def _chunked_environ(body: bytes) -> dict:
     """A raw image/jpeg POST /predict without Content-Length, as a server sees a chunked body."""
-    environ = EnvironBuilder(path="/predict", method="POST", input_stream=io.BytesIO(body),
-                             content_type="image/jpeg").get_environ()
+    environ = EnvironBuilder(
+        path="/predict", method="POST", input_stream=io.BytesIO(body), content_type="image/jpeg"
+    ).get_environ()
     del environ["CONTENT_LENGTH"]
     environ["wsgi.input_terminated"] = True  # the server de-chunks and ends the stream
     return environ
 
 
-@pytest.mark.parametrize(("size", "status"), [(0, None), (1000, None), (1001, 413),
-                                              (5_000_000, 413)])
-def test_a_raw_body_without_content_length_is_bounded_not_truncated(closed_address, size,
-                                                                    status):
+@pytest.mark.parametrize(
+    ("size", "status"), [(0, None), (1000, None), (1001, 413), (5_000_000, 413)]
+)
+def test_a_raw_body_without_content_length_is_bounded_not_truncated(closed_address, size, status):
     settings = Settings.from_env({}, grpc_address=closed_address, max_body_bytes=1000)
     app = create_app(settings, warm_up=False)  # its MAX_CONTENT_LENGTH wraps request.stream
     environ = _chunked_environ(b"\xff" * size)
@@ -189,8 +291,7 @@ def test_a_chunked_raw_body_over_the_limit_is_413_through_the_app(closed_address
     client = _client(closed_address, max_body_bytes=1000)
     for size in (1001, 40_000):
         response = client.open(Request(_chunked_environ(b"\0" * size)))
-        assert (response.status_code, response.json["error"]["code"]) == (413,
-                                                                           "payload_too_large")
+        assert (response.status_code, response.json["error"]["code"]) == (413, "payload_too_large")
 
 
 def test_a_text_field_named_image_is_told_to_be_a_file(closed_address):
@@ -199,19 +300,21 @@ def test_a_text_field_named_image_is_told_to_be_a_file(closed_address):
         response = client.post(path, data={field: "photo.jpg"}, content_type="multipart/form-data")
         assert (response.status_code, response.json["error"]["code"]) == (400, "missing_field")
         assert response.json["error"]["message"].startswith(
-            f"multipart field '{field}' must be a file upload")
+            f"multipart field '{field}' must be a file upload"
+        )
 
 
 def test_top_k_message_states_both_bounds(closed_address):
     client = _client(closed_address)
     for raw in ("0", "1" * 19, "x"):
-        response = client.post("/predict", data=b"x", content_type="image/png",
-                               query_string={"top_k": raw})
-        assert (response.status_code, response.json["error"]["code"]) == (400,
-                                                                           "invalid_parameter")
+        response = client.post(
+            "/predict", data=b"x", content_type="image/png", query_string={"top_k": raw}
+        )
+        assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_parameter")
         assert response.json["error"]["message"].startswith(
             "top_k must be an integer from 1 to 999999999999999999 (values above the number "
-            "of classes list every class)")
+            "of classes list every class)"
+        )
 
 
 def test_api_key_guards_everything_but_health_and_metrics(closed_address):
@@ -232,26 +335,48 @@ def test_openapi_lists_every_path_and_error_code(closed_address):
     response = _client(closed_address).get("/openapi.json")
     document = response.json
     assert document["openapi"] == "3.1.0"
-    assert set(document["paths"]) == {"/", "/health", "/classes", "/metrics", "/openapi.json",
-                                      "/predict", "/predict_batch"}
+    assert set(document["paths"]) == {
+        "/",
+        "/health",
+        "/classes",
+        "/metrics",
+        "/openapi.json",
+        "/predict",
+        "/predict_batch",
+    }
     predict = document["paths"]["/predict"]["post"]
-    assert set(predict["responses"]) == {"200", "400", "401", "404", "405", "413", "415", "500",
-                                         "502", "503", "504"}
+    assert set(predict["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "404",
+        "405",
+        "413",
+        "415",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
     assert "Retry-After" in predict["responses"]["503"]["headers"]
     assert document["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"] == sorted(
-        STATUS_BY_CODE)
+        STATUS_BY_CODE
+    )
 
 
 def test_metrics_count_requests_and_rejections(closed_address):
     client = _client(closed_address)
     client.post("/predict", data=b"{}", content_type="application/json")
     text = client.get("/metrics").get_data(as_text=True)
-    assert ('gateway_requests_total{endpoint="/predict",method="POST",status="415"} 1.0'
-            in text)
+    assert 'gateway_requests_total{endpoint="/predict",method="POST",status="415"} 1.0' in text
     assert 'gateway_rejected_inputs_total{reason="unsupported_media_type"} 1.0' in text
-    for name in ("gateway_request_duration_seconds", "gateway_decode_duration_seconds",
-                 "gateway_serving_duration_seconds", "gateway_predicted_images_total",
-                 "gateway_model_version_responses_total"):
+    for name in (
+        "gateway_request_duration_seconds",
+        "gateway_decode_duration_seconds",
+        "gateway_serving_duration_seconds",
+        "gateway_predicted_images_total",
+        "gateway_model_version_responses_total",
+    ):
         assert f"# TYPE {name.removesuffix('_total')}" in text
 
 

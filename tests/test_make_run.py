@@ -15,14 +15,16 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("FASHION_DATA_DIR",
-                               ROOT.parent / "shared/data/clothing-dataset-small")).resolve()
+DATA_DIR = Path(
+    os.environ.get("FASHION_DATA_DIR", ROOT.parent / "shared/data/clothing-dataset-small")
+).resolve()
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def test_make_run_in_a_fresh_clone_files_every_seeded_photo(tmp_path):
@@ -30,8 +32,9 @@ def test_make_run_in_a_fresh_clone_files_every_seeded_photo(tmp_path):
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
     env = {**os.environ, "FASHION_DATA_DIR": str(DATA_DIR)}
     env.pop("VIRTUAL_ENV", None)
-    result = subprocess.run(["make", "run"], cwd=clone, env=env, capture_output=True, text=True,
-                            timeout=1500)
+    result = subprocess.run(
+        ["make", "run"], cwd=clone, env=env, capture_output=True, text=True, timeout=1500
+    )
     output = result.stdout + result.stderr
     ours = "\n".join(line for line in result.stdout.splitlines() if line.startswith("[make run]"))
     assert result.returncode in (0, 1), f"{ours}\n--- stderr tail:\n{result.stderr[-2000:]}"

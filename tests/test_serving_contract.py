@@ -63,11 +63,14 @@ def write_config(models_dir: Path, server_dir: str, policies: dict[str, str] | N
     entries = []
     for name, (_versions, policy, labels) in MODELS.items():
         policy = (policies or {}).get(name, policy)
-        label_text = "".join(f' version_labels {{ key: "{k}" value: {v} }}'
-                             for k, v in labels.items())
-        entries.append(f'config {{ name: "{name}" base_path: "{server_dir}/{name}" '
-                       f'model_platform: "tensorflow" model_version_policy {{ {policy} }}'
-                       f'{label_text} }}')
+        label_text = "".join(
+            f' version_labels {{ key: "{k}" value: {v} }}' for k, v in labels.items()
+        )
+        entries.append(
+            f'config {{ name: "{name}" base_path: "{server_dir}/{name}" '
+            f'model_platform: "tensorflow" model_version_policy {{ {policy} }}'
+            f"{label_text} }}"
+        )
     text = "model_config_list {\n  " + "\n  ".join(entries) + "\n}\n"
     tmp = models_dir / "models.config.tmp"
     tmp.write_text(text)
@@ -90,8 +93,9 @@ class Target:
         self.rest_url = rest_url
         self.models_dir = models_dir
         self.server_dir = server_dir
-        self.channel = grpc.insecure_channel(grpc_address, options=[
-            ("grpc.max_receive_message_length", 64 << 20)])
+        self.channel = grpc.insecure_channel(
+            grpc_address, options=[("grpc.max_receive_message_length", 64 << 20)]
+        )
         self.predict_stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.model_stub = protos.model_service_pb2_grpc.ModelServiceStub(self.channel)
 
@@ -103,25 +107,42 @@ def target(tmp_path_factory):
         server_dir = os.environ.get("SERVING_MODELS_DIR_IN_SERVER", "/models")
         assert (models_dir / "models.config").exists(), "run `prepare` first (module docstring)"
         write_config(models_dir, server_dir)
-        yield Target(os.environ["SERVING_GRPC_ADDRESS"], os.environ["SERVING_REST_URL"],
-                     models_dir, server_dir)
+        yield Target(
+            os.environ["SERVING_GRPC_ADDRESS"],
+            os.environ["SERVING_REST_URL"],
+            models_dir,
+            server_dir,
+        )
         return
     from serving.launcher import ModelServerProcess
 
     models_dir = tmp_path_factory.mktemp("contract")
     prepare(models_dir, str(models_dir))
-    args = ["--model_config_file", str(models_dir / "models.config"),
-            "--model_config_file_poll_wait_seconds=1", "--file_system_poll_wait_seconds", "1"]
-    with ModelServerProcess(args, rest=True, wait_for_model="swap",
-                            log_path=models_dir / "server.log") as server:
+    args = [
+        "--model_config_file",
+        str(models_dir / "models.config"),
+        "--model_config_file_poll_wait_seconds=1",
+        "--file_system_poll_wait_seconds",
+        "1",
+    ]
+    with ModelServerProcess(
+        args, rest=True, wait_for_model="swap", log_path=models_dir / "server.log"
+    ) as server:
         target = Target(server.grpc_address, server.rest_url, models_dir, str(models_dir))
         yield target
         target.channel.close()
 
 
 # ------------------------------------------------------------------------------------- helpers
-def predict_request(model: str, images: np.ndarray | None = None, *, version: int | None = None,
-                    label: str | None = None, signature: str = "", output_filter=()):
+def predict_request(
+    model: str,
+    images: np.ndarray | None = None,
+    *,
+    version: int | None = None,
+    label: str | None = None,
+    signature: str = "",
+    output_filter=(),
+):
     request = protos.predict_pb2.PredictRequest()
     request.model_spec.name = model
     if version is not None:
@@ -145,11 +166,13 @@ def assert_answer(response, images: np.ndarray, model: str, version: int) -> Non
     assert response.model_spec.version.value == version
     assert response.model_spec.signature_name == "serving_default"
     out = outputs(response)
-    np.testing.assert_allclose(out["probabilities"], tiny_models.expected(images, version),
-                               rtol=0, atol=2e-6)
+    np.testing.assert_allclose(
+        out["probabilities"], tiny_models.expected(images, version), rtol=0, atol=2e-6
+    )
     assert out["classes"].shape == (len(images), 3)
-    assert [[c.decode() for c in row] for row in out["classes"]] == \
-        [tiny_models.labels_for(version)] * len(images)
+    assert [[c.decode() for c in row] for row in out["classes"]] == [
+        tiny_models.labels_for(version)
+    ] * len(images)
 
 
 def status(target: Target, model: str, version: int | None = None) -> dict[int, tuple[int, str]]:
@@ -198,22 +221,32 @@ def test_predict_latest_gives_exact_outputs_of_the_served_version(target):
 def test_output_filter_returns_only_the_named_outputs(target):
     images = tiny_models.images(2, seed=2)
     response = target.predict_stub.Predict(
-        predict_request("fashion", images, output_filter=["probabilities"]), timeout=10)
+        predict_request("fashion", images, output_filter=["probabilities"]), timeout=10
+    )
     assert set(response.outputs) == {"probabilities"}
-    np.testing.assert_allclose(outputs(response)["probabilities"],
-                               tiny_models.expected(images, 2), atol=2e-6)
+    np.testing.assert_allclose(
+        outputs(response)["probabilities"], tiny_models.expected(images, 2), atol=2e-6
+    )
 
 
 def test_named_signature_and_batch_of_one(target):
     images = tiny_models.images(1, seed=3)
     response = target.predict_stub.Predict(
-        predict_request("fashion", images, signature="serving_default"), timeout=10)
+        predict_request("fashion", images, signature="serving_default"), timeout=10
+    )
     assert_answer(response, images, "fashion", 2)
 
 
-@pytest.mark.parametrize(("spec", "version"), [
-    ({}, 3), ({"version": 1}, 1), ({"version": 3}, 3),
-    ({"label": "stable"}, 1), ({"label": "canary"}, 3)])
+@pytest.mark.parametrize(
+    ("spec", "version"),
+    [
+        ({}, 3),
+        ({"version": 1}, 1),
+        ({"version": 3}, 3),
+        ({"label": "stable"}, 1),
+        ({"label": "canary"}, 3),
+    ],
+)
 def test_version_picking_latest_specific_and_label(target, spec, version):
     images = tiny_models.images(3, seed=4)
     response = target.predict_stub.Predict(predict_request("picker", images, **spec), timeout=10)
@@ -238,23 +271,44 @@ def _no_spec():
 
 ERROR_CASES = {
     "unknown model": (predict_request("nope", IMAGES), grpc.StatusCode.NOT_FOUND, "nope"),
-    "unknown version": (predict_request("fashion", IMAGES, version=7),
-                        grpc.StatusCode.NOT_FOUND, "7"),
-    "version on disk but not served": (predict_request("picker", IMAGES, version=2),
-                                       grpc.StatusCode.NOT_FOUND, "2"),
-    "unknown label": (predict_request("picker", IMAGES, label="beta"),
-                      grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label"),
+    "unknown version": (
+        predict_request("fashion", IMAGES, version=7),
+        grpc.StatusCode.NOT_FOUND,
+        "7",
+    ),
+    "version on disk but not served": (
+        predict_request("picker", IMAGES, version=2),
+        grpc.StatusCode.NOT_FOUND,
+        "2",
+    ),
+    "unknown label": (
+        predict_request("picker", IMAGES, label="beta"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Unrecognized servable version label",
+    ),
     "missing model spec": (_no_spec(), grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec"),
-    "unknown signature": (predict_request("fashion", IMAGES, signature="classify"),
-                          grpc.StatusCode.FAILED_PRECONDITION, "classify"),
+    "unknown signature": (
+        predict_request("fashion", IMAGES, signature="classify"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "classify",
+    ),
     "wrong input name": (_renamed_input(), grpc.StatusCode.INVALID_ARGUMENT, "images"),
     "missing input": (predict_request("fashion"), grpc.StatusCode.INVALID_ARGUMENT, "images"),
-    "wrong dtype": (predict_request("fashion", IMAGES.astype(np.float32)),
-                    grpc.StatusCode.INVALID_ARGUMENT, "uint8"),
-    "wrong shape": (predict_request("fashion", IMAGES[:, :, :4]),
-                    grpc.StatusCode.INVALID_ARGUMENT, ""),
-    "unknown output": (predict_request("fashion", IMAGES, output_filter=["logits"]),
-                       grpc.StatusCode.INVALID_ARGUMENT, "logits"),
+    "wrong dtype": (
+        predict_request("fashion", IMAGES.astype(np.float32)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "uint8",
+    ),
+    "wrong shape": (
+        predict_request("fashion", IMAGES[:, :, :4]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "",
+    ),
+    "unknown output": (
+        predict_request("fashion", IMAGES, output_filter=["logits"]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "logits",
+    ),
 }
 
 
@@ -270,8 +324,10 @@ def test_wrong_shape_message_names_what_the_signature_expects(target):
     error = rpc_error(target.predict_stub.Predict, ERROR_CASES["wrong shape"][0])
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     if not EXTERNAL:  # TF Serving's text comes from the TensorFlow kernel; the code is the contract
-        assert error.details() == ("input 'images' has shape [2,8,4,3] but signature "
-                                   "'serving_default' expects DT_UINT8 [-1,8,8,3] (-1 = any size)")
+        assert error.details() == (
+            "input 'images' has shape [2,8,4,3] but signature "
+            "'serving_default' expects DT_UINT8 [-1,8,8,3] (-1 = any size)"
+        )
 
 
 # ------------------------------------------------------------------------------------- metadata
@@ -304,20 +360,35 @@ def test_metadata_returns_the_signature_def_map(target):
 
 
 def test_metadata_of_a_specific_version(target):
-    response = target.predict_stub.GetModelMetadata(metadata_request("picker", version=1),
-                                                    timeout=10)
+    response = target.predict_stub.GetModelMetadata(
+        metadata_request("picker", version=1), timeout=10
+    )
     assert response.model_spec.version.value == 1
 
 
-@pytest.mark.parametrize(("request_factory", "code", "text"), [
-    (lambda: metadata_request("fashion", fields=()), grpc.StatusCode.INVALID_ARGUMENT,
-     "must specify at least one metadata_field"),
-    (lambda: metadata_request("fashion", fields=("labels",)), grpc.StatusCode.INVALID_ARGUMENT,
-     "Metadata field labels is not supported"),
-    (lambda: metadata_request("nope"), grpc.StatusCode.NOT_FOUND, "nope"),
-    (lambda: protos.get_model_metadata_pb2.GetModelMetadataRequest(
-        metadata_field=["signature_def"]), grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec"),
-])
+@pytest.mark.parametrize(
+    ("request_factory", "code", "text"),
+    [
+        (
+            lambda: metadata_request("fashion", fields=()),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "must specify at least one metadata_field",
+        ),
+        (
+            lambda: metadata_request("fashion", fields=("labels",)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Metadata field labels is not supported",
+        ),
+        (lambda: metadata_request("nope"), grpc.StatusCode.NOT_FOUND, "nope"),
+        (
+            lambda: protos.get_model_metadata_pb2.GetModelMetadataRequest(
+                metadata_field=["signature_def"]
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ModelSpec",
+        ),
+    ],
+)
 def test_metadata_errors(target, request_factory, code, text):
     error = rpc_error(target.predict_stub.GetModelMetadata, request_factory())
     assert error.code() == code
@@ -331,10 +402,13 @@ def test_model_status_lists_the_served_versions(target):
     assert status(target, "picker") == {1: (AVAILABLE, ""), 3: (AVAILABLE, "")}
 
 
-@pytest.mark.parametrize(("model", "version", "text"), [
-    ("nope", None, "Could not find any versions of model nope"),
-    ("fashion", 1, "Could not find version 1 of model fashion"),
-])
+@pytest.mark.parametrize(
+    ("model", "version", "text"),
+    [
+        ("nope", None, "Could not find any versions of model nope"),
+        ("fashion", 1, "Could not find version 1 of model fashion"),
+    ],
+)
 def test_model_status_errors(target, model, version, text):
     request = protos.get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = model
@@ -346,30 +420,37 @@ def test_model_status_errors(target, model, version, text):
 
 
 def test_rest_model_status_json(target):
-    ok = {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK",
-                                                           "error_message": ""}}
+    ok = {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
     assert rest_get(target, "/v1/models/fashion") == (200, {"model_version_status": [ok]})
     assert rest_get(target, "/v1/models/fashion/versions/2") == (
-        200, {"model_version_status": [ok]})
+        200,
+        {"model_version_status": [ok]},
+    )
     code, body = rest_get(target, "/v1/models/picker/labels/stable")
     assert code == 200
     assert [s["version"] for s in body["model_version_status"]] == ["1"]
     assert rest_get(target, "/v1/models/nope") == (
-        404, {"error": "Could not find any versions of model nope"})
+        404,
+        {"error": "Could not find any versions of model nope"},
+    )
     assert rest_get(target, "/v1/models/fashion/versions/9") == (
-        404, {"error": "Could not find version 9 of model fashion"})
+        404,
+        {"error": "Could not find version 9 of model fashion"},
+    )
 
 
 def test_rest_predict_row_format(target):
     images = tiny_models.images(2, seed=6)
     body = json.dumps({"instances": images.tolist()}).encode()
-    request = urllib.request.Request(target.rest_url + "/v1/models/fashion/versions/2:predict",
-                                     data=body, method="POST")
+    request = urllib.request.Request(
+        target.rest_url + "/v1/models/fashion/versions/2:predict", data=body, method="POST"
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         predictions = json.loads(response.read())["predictions"]
     assert [p["classes"] for p in predictions] == [tiny_models.labels_for(2)] * 2
-    np.testing.assert_allclose([p["probabilities"] for p in predictions],
-                               tiny_models.expected(images, 2), atol=1e-6)
+    np.testing.assert_allclose(
+        [p["probabilities"] for p in predictions], tiny_models.expected(images, 2), atol=1e-6
+    )
 
 
 def _rest_post(target: Target, path: str, body: bytes) -> tuple[int, dict]:
@@ -424,8 +505,9 @@ class _Client(threading.Thread):
             n += 1
             images = tiny_models.images(2, seed=n)
             try:
-                response = self.target.predict_stub.Predict(predict_request("swap", images),
-                                                            timeout=30)
+                response = self.target.predict_stub.Predict(
+                    predict_request("swap", images), timeout=30
+                )
                 version = response.model_spec.version.value
                 assert_answer(response, images, "swap", version)
                 self.results.append((version, None))
@@ -451,8 +533,10 @@ def test_new_version_served_under_load_without_a_failed_call(target):
     versions = [v for v, _ in client.results]
     switch = versions.index(2)
     assert set(versions[:switch]) == {1} and set(versions[switch:]) == {2}
-    wait_for(lambda: status(target, "swap") == {1: (END, ""), 2: (AVAILABLE, "")},
-             what="version 1 unloaded")
+    wait_for(
+        lambda: status(target, "swap") == {1: (END, ""), 2: (AVAILABLE, "")},
+        what="version 1 unloaded",
+    )
 
 
 def test_half_written_version_is_never_served_and_old_one_keeps_serving(target):
@@ -470,8 +554,7 @@ def test_half_written_version_is_never_served_and_old_one_keeps_serving(target):
 
 
 def test_rollback_by_pinning_a_version_in_the_config(target):
-    write_config(target.models_dir, target.server_dir,
-                 {"swap": "specific { versions: 2 }"})
+    write_config(target.models_dir, target.server_dir, {"swap": "specific { versions: 2 }"})
     try:
         wait_for(lambda: _served_version(target) == 2, what="rollback to version 2")
         wait_for(lambda: status(target, "swap").get(3, (0, ""))[0] == END, what="v3 unloaded")

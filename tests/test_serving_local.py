@@ -37,11 +37,15 @@ def _predict_request(images: np.ndarray, model: str = "fashion"):
 
 def _metrics(server: ModelServerProcess) -> dict[tuple, float]:
     """The server's Prometheus samples: (name, sorted label items) -> value."""
-    with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics",
-                                timeout=10) as response:
+    with urllib.request.urlopen(
+        server.rest_url + "/monitoring/prometheus/metrics", timeout=10
+    ) as response:
         text = response.read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def _key(name: str, **labels: str) -> tuple:
@@ -54,10 +58,18 @@ def batching_server(tiny_model_base, tmp_path_factory):
     # A long timeout: a batch can only run early because it reached max_batch_size.
     (folder / "batching.config").write_text(
         f"max_batch_size {{ value: {BATCH} }}\nbatch_timeout_micros {{ value: 3000000 }}\n"
-        "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 4 }\n")
-    args = ["--model_name", "fashion", "--model_base_path", str(tiny_model_base),
-            "--enable_batching", "--batching_parameters_file", str(folder / "batching.config"),
-            f"--monitoring_config_file={ROOT / 'serving' / 'monitoring.config'}"]
+        "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 4 }\n"
+    )
+    args = [
+        "--model_name",
+        "fashion",
+        "--model_base_path",
+        str(tiny_model_base),
+        "--enable_batching",
+        "--batching_parameters_file",
+        str(folder / "batching.config"),
+        f"--monitoring_config_file={ROOT / 'serving' / 'monitoring.config'}",
+    ]
     server = ModelServerProcess(args, rest=True, log_path=folder / "server.log")
     server.start()
     yield server
@@ -74,8 +86,11 @@ def test_concurrent_calls_are_merged_into_one_model_run(batching_server):
     after = _metrics(batching_server)
     for images, response in zip(batches, responses, strict=True):
         assert response.model_spec.version.value == 2
-        np.testing.assert_allclose(tensors.to_ndarray(response.outputs["probabilities"]),
-                                   tiny_models.expected(images, 2), atol=2e-6)
+        np.testing.assert_allclose(
+            tensors.to_ndarray(response.outputs["probabilities"]),
+            tiny_models.expected(images, 2),
+            atol=2e-6,
+        )
     runs = _key("serving_model_runs_total", model_name="fashion", version="2")
     requests = _key("serving_requests_total", model_name="fashion", api="predict", status="OK")
     rows = _key("serving_batch_size_sum", model_name="fashion")
@@ -92,7 +107,8 @@ def test_a_call_larger_than_max_batch_size_is_refused(batching_server):
         stub.Predict(_predict_request(tiny_models.images(BATCH + 1)), timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert exc.value.details() == (
-        f"Task size {BATCH + 1} is larger than maximum input batch size {BATCH}")
+        f"Task size {BATCH + 1} is larger than maximum input batch size {BATCH}"
+    )
     channel.close()
 
 
@@ -109,8 +125,11 @@ def test_sigterm_finishes_the_call_in_flight_then_exits_0(batching_server):
         time.sleep(0.05)
     batching_server.terminate()
     response = call.result()
-    np.testing.assert_allclose(tensors.to_ndarray(response.outputs["probabilities"]),
-                               tiny_models.expected(images, 2), atol=2e-6)
+    np.testing.assert_allclose(
+        tensors.to_ndarray(response.outputs["probabilities"]),
+        tiny_models.expected(images, 2),
+        atol=2e-6,
+    )
     assert batching_server.process.wait(timeout=60) == 0
     channel.close()
 
@@ -119,8 +138,9 @@ def test_sigterm_finishes_the_call_in_flight_then_exits_0(batching_server):
 def test_container_health_check_script_against_the_rest_api(tiny_server, model, code):
     script = ROOT / "serving" / "healthcheck.sh"
     port = tiny_server.rest_url.rsplit(":", 1)[1]
-    result = subprocess.run(["bash", str(script), model, port], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        ["bash", str(script), model, port], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == code, result.stderr
 
 
@@ -137,15 +157,20 @@ def test_reload_config_rpc_replaces_the_served_models(tiny_server, tiny_model_ba
         return models.HandleReloadConfigRequest(request, timeout=60).status.error_code
 
     fashion = f'name: "fashion" base_path: "{tiny_model_base}"'
-    pinned = (f'name: "pinned" base_path: "{tiny_model_base}" '
-              "model_version_policy { specific { versions: 1 } }")
+    pinned = (
+        f'name: "pinned" base_path: "{tiny_model_base}" '
+        "model_version_policy { specific { versions: 1 } }"
+    )
     try:
         assert reload(fashion, pinned) == 0
         images = tiny_models.images(2, seed=8)
         response = stub.Predict(_predict_request(images, model="pinned"), timeout=10)
         assert response.model_spec.version.value == 1
-        np.testing.assert_allclose(tensors.to_ndarray(response.outputs["probabilities"]),
-                                   tiny_models.expected(images, 1), atol=2e-6)
+        np.testing.assert_allclose(
+            tensors.to_ndarray(response.outputs["probabilities"]),
+            tiny_models.expected(images, 1),
+            atol=2e-6,
+        )
         with pytest.raises(grpc.RpcError) as exc:
             reload('name: "bad" base_path: "/x" model_platform: "onnx"')
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -161,12 +186,17 @@ def test_nothing_to_serve_is_a_warning_and_the_log_names_the_bound_address(tmp_p
     base = tmp_path / "empty"
     base.mkdir()
     log = tmp_path / "server.log"
-    with ModelServerProcess(["--model_name=x", f"--model_base_path={base}"], rest=True,
-                            log_path=log, wait_for_model=False) as server:
+    with ModelServerProcess(
+        ["--model_name=x", f"--model_base_path={base}"],
+        rest=True,
+        log_path=log,
+        wait_for_model=False,
+    ) as server:
         rest_port = server.rest_url.rsplit(":", 1)[1]
         text = log.read_text()
-    assert f"WARNING serving.manager: No versions of servable x found under base path {base}" \
-        in text
+    assert (
+        f"WARNING serving.manager: No versions of servable x found under base path {base}" in text
+    )
     assert f"Running gRPC ModelServer at 127.0.0.1:{server.port} ..." in text
     assert f"Exporting HTTP/REST API at:127.0.0.1:{rest_port} ..." in text
 
@@ -179,11 +209,23 @@ def test_a_taken_port_is_one_error_line_and_exit_status_1(tmp_path, which):
         port = taken.getsockname()[1]
         grpc_port, rest_port = (port, free_port()) if which == "gRPC" else (free_port(), port)
         result = subprocess.run(
-            [sys.executable, "-m", "serving", f"--port={grpc_port}",
-             f"--rest_api_port={rest_port}", "--bind_address=127.0.0.1",
-             f"--model_base_path={tmp_path}"],
-            capture_output=True, text=True, timeout=60, cwd=ROOT)
+            [
+                sys.executable,
+                "-m",
+                "serving",
+                f"--port={grpc_port}",
+                f"--rest_api_port={rest_port}",
+                "--bind_address=127.0.0.1",
+                f"--model_base_path={tmp_path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
-    assert line.endswith(f"ERROR serving: Failed to start server: cannot bind {which} port "
-                         f"{port} on 127.0.0.1: Address already in use"), result.stderr
+    assert line.endswith(
+        f"ERROR serving: Failed to start server: cannot bind {which} port "
+        f"{port} on 127.0.0.1: Address already in use"
+    ), result.stderr

@@ -89,17 +89,23 @@ def test_specific_all_and_labels(setup):
     base, _loader, manager = setup
     for version in (1, 2, 3):
         _publish(base, version)
-    specific = ModelConfig("m", str(base), VersionPolicy("specific", versions=frozenset({1, 3})),
-                           labels={"stable": 1, "canary": 3, "gone": 2})
+    specific = ModelConfig(
+        "m",
+        str(base),
+        VersionPolicy("specific", versions=frozenset({1, 3})),
+        labels={"stable": 1, "canary": 3, "gone": 2},
+    )
     manager.configure([specific])
     manager.poll()
     assert manager.handle("m").servable.version == 3
     assert manager.handle("m", version=1).servable.version == 1
     assert manager.handle("m", label="stable").servable.version == 1
     assert manager.handle("m", label="canary").servable.version == 3
-    for kwargs, code in (({"version": 2}, grpc.StatusCode.NOT_FOUND),
-                         ({"label": "gone"}, grpc.StatusCode.NOT_FOUND),
-                         ({"label": "beta"}, grpc.StatusCode.INVALID_ARGUMENT)):
+    for kwargs, code in (
+        ({"version": 2}, grpc.StatusCode.NOT_FOUND),
+        ({"label": "gone"}, grpc.StatusCode.NOT_FOUND),
+        ({"label": "beta"}, grpc.StatusCode.INVALID_ARGUMENT),
+    ):
         with pytest.raises(ServingError) as exc:
             manager.handle("m", **kwargs)
         assert exc.value.code == code
@@ -107,8 +113,9 @@ def test_specific_all_and_labels(setup):
     manager.poll()
     assert [v for v, s, _ in manager.status("m") if s == State.AVAILABLE] == [3, 2, 1]
     # Rollback: pin version 1; the others unload once it is available (it already is).
-    manager.configure([ModelConfig("m", str(base),
-                                   VersionPolicy("specific", versions=frozenset({1})))])
+    manager.configure(
+        [ModelConfig("m", str(base), VersionPolicy("specific", versions=frozenset({1})))]
+    )
     manager.poll()
     assert manager.handle("m").servable.version == 1
     assert [v for v, s, _ in manager.status("m") if s == State.AVAILABLE] == [1]
@@ -150,8 +157,10 @@ def test_an_unexpected_loader_error_is_a_failed_load_not_a_stuck_version(setup):
     (folder / "CRASH").write_text("x")
     manager.configure([ModelConfig("m", str(base), VersionPolicy("all"))])
     manager.poll()
-    assert manager.status("m") == [(2, State.END, "KeyError: 'an unexpected error type'"),
-                                   (1, State.AVAILABLE, "")]
+    assert manager.status("m") == [
+        (2, State.END, "KeyError: 'an unexpected error type'"),
+        (1, State.AVAILABLE, ""),
+    ]
 
 
 def test_status_is_loading_while_a_version_loads(tmp_path):
@@ -179,12 +188,14 @@ def test_status_is_loading_while_a_version_loads(tmp_path):
 
 
 def _no_versions_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == logging.WARNING and r.getMessage().startswith("No versions")]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.getMessage().startswith("No versions")
+    ]
 
 
-def test_nothing_to_serve_is_warned_at_the_first_poll_then_rate_limited(setup, caplog,
-                                                                        monkeypatch):
+def test_nothing_to_serve_is_warned_at_the_first_poll_then_rate_limited(setup, caplog, monkeypatch):
     base, _loader, manager = setup
     manager.configure([ModelConfig("m", str(base))])
     caplog.set_level(logging.WARNING, logger="serving.manager")

@@ -34,10 +34,14 @@ def _release_labels() -> list[str]:
 
 
 def test_release_model_is_served_with_its_labels(tmp_path):
-    assert (RELEASE / "1" / "saved_model.pb").exists(), \
+    assert (RELEASE / "1" / "saved_model.pb").exists(), (
         "the release model models/fashion/1 is not committed yet (make export)"
-    data_dir = Path(os.environ.get(
-        "FASHION_DATA_DIR", ROOT.parent / "shared" / "data" / "clothing-dataset-small"))
+    )
+    data_dir = Path(
+        os.environ.get(
+            "FASHION_DATA_DIR", ROOT.parent / "shared" / "data" / "clothing-dataset-small"
+        )
+    )
     labels = _release_labels()
     assert len(labels) == 10
     # One real test photo per class.

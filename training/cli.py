@@ -22,8 +22,12 @@ from training.settings import (
 
 
 def _artifacts_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--artifacts", type=Path, default=default_artifacts_dir(),
-                        help="output folder (env FASHION_ARTIFACTS_DIR; default %(default)s)")
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=default_artifacts_dir(),
+        help="output folder (env FASHION_ARTIFACTS_DIR; default %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,60 +40,124 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     split = SplitConfig()
-    p = sub.add_parser("prepare", help="scan the images, split them, write manifest.csv",
-                       description="Scan a folder-per-class image set (with train/validation/test "
-                       "folders, or without: then split 70/15/15 per class with a fixed seed), "
-                       "drop files that do not decode, write manifest.csv, labels.txt and "
-                       "prepare_report.json.")
-    p.add_argument("--data-dir", type=Path, default=default_data_dir(),
-                   help="image folder (env FASHION_DATA_DIR; default %(default)s)")
+    p = sub.add_parser(
+        "prepare",
+        help="scan the images, split them, write manifest.csv",
+        description="Scan a folder-per-class image set (with train/validation/test "
+        "folders, or without: then split 70/15/15 per class with a fixed seed), "
+        "drop files that do not decode, write manifest.csv, labels.txt and "
+        "prepare_report.json.",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=default_data_dir(),
+        help="image folder (env FASHION_DATA_DIR; default %(default)s)",
+    )
     _artifacts_arg(p)
-    p.add_argument("--split-seed", type=int, default=split.seed,
-                   help="seed of the split of a set without split folders (default %(default)s)")
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=split.seed,
+        help="seed of the split of a set without split folders (default %(default)s)",
+    )
 
     d = TrainConfig()
-    t = sub.add_parser("train", help="train the MobileNetV2 classifier",
-                       description="Two-phase MobileNetV2 transfer learning on the prepared "
-                       "manifest; writes model.keras, history.json, training_run.json.")
+    t = sub.add_parser(
+        "train",
+        help="train the MobileNetV2 classifier",
+        description="Two-phase MobileNetV2 transfer learning on the prepared "
+        "manifest; writes model.keras, history.json, training_run.json.",
+    )
     _artifacts_arg(t)
     t.add_argument("--alpha", type=float, default=d.alpha, help="width multiplier (%(default)s)")
-    t.add_argument("--input-size", type=int, default=d.input_size,
-                   help="square input side in pixels (%(default)s)")
-    t.add_argument("--weights", default=None,
-                   help="no-top .h5 weights, or 'imagenet' to download (default "
-                   f"{default_weights(d.alpha)} for the chosen alpha)")
-    t.add_argument("--head-epochs", type=int, default=d.head_epochs,
-                   help="max epochs with the base frozen (%(default)s)")
-    t.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs,
-                   help="max epochs with the top of the base unfrozen; 0 skips (%(default)s)")
+    t.add_argument(
+        "--input-size",
+        type=int,
+        default=d.input_size,
+        help="square input side in pixels (%(default)s)",
+    )
+    t.add_argument(
+        "--weights",
+        default=None,
+        help="no-top .h5 weights, or 'imagenet' to download (default "
+        f"{default_weights(d.alpha)} for the chosen alpha)",
+    )
+    t.add_argument(
+        "--head-epochs",
+        type=int,
+        default=d.head_epochs,
+        help="max epochs with the base frozen (%(default)s)",
+    )
+    t.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=d.finetune_epochs,
+        help="max epochs with the top of the base unfrozen; 0 skips (%(default)s)",
+    )
     t.add_argument("--batch-size", type=int, default=d.batch_size, help="(%(default)s)")
-    t.add_argument("--head-lr", type=float, default=d.head_learning_rate,
-                   help="Adam learning rate, phase 1 (%(default)s)")
-    t.add_argument("--finetune-lr", type=float, default=d.finetune_learning_rate,
-                   help="Adam learning rate, phase 2, cosine-decayed (%(default)s)")
-    t.add_argument("--finetune-layers", type=int, default=d.finetune_layers,
-                   help="base layers unfrozen in phase 2, counted from the top (%(default)s)")
+    t.add_argument(
+        "--head-lr",
+        type=float,
+        default=d.head_learning_rate,
+        help="Adam learning rate, phase 1 (%(default)s)",
+    )
+    t.add_argument(
+        "--finetune-lr",
+        type=float,
+        default=d.finetune_learning_rate,
+        help="Adam learning rate, phase 2, cosine-decayed (%(default)s)",
+    )
+    t.add_argument(
+        "--finetune-layers",
+        type=int,
+        default=d.finetune_layers,
+        help="base layers unfrozen in phase 2, counted from the top (%(default)s)",
+    )
     t.add_argument("--dropout", type=float, default=d.dropout, help="(%(default)s)")
-    t.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
-                   help="(%(default)s)")
-    t.add_argument("--zoom", type=float, default=d.zoom,
-                   help="max random zoom-in fraction of the augmentation (%(default)s)")
-    t.add_argument("--translate", type=float, default=d.translate,
-                   help="max random shift fraction of the augmentation (%(default)s)")
-    t.add_argument("--patience", type=int, default=d.patience,
-                   help="early-stopping patience on validation loss (%(default)s)")
-    t.add_argument("--no-class-weights", action="store_true",
-                   help="do not weight the loss against the class imbalance")
+    t.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="(%(default)s)")
+    t.add_argument(
+        "--zoom",
+        type=float,
+        default=d.zoom,
+        help="max random zoom-in fraction of the augmentation (%(default)s)",
+    )
+    t.add_argument(
+        "--translate",
+        type=float,
+        default=d.translate,
+        help="max random shift fraction of the augmentation (%(default)s)",
+    )
+    t.add_argument(
+        "--patience",
+        type=int,
+        default=d.patience,
+        help="early-stopping patience on validation loss (%(default)s)",
+    )
+    t.add_argument(
+        "--no-class-weights",
+        action="store_true",
+        help="do not weight the loss against the class imbalance",
+    )
     t.add_argument("--seed", type=int, default=d.seed, help="(%(default)s)")
-    t.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
-                   help="Keras verbosity: 1 progress bar per epoch, 2 one line (%(default)s)")
+    t.add_argument(
+        "--verbose",
+        type=int,
+        default=1,
+        choices=(0, 1, 2),
+        help="Keras verbosity: 1 progress bar per epoch, 2 one line (%(default)s)",
+    )
 
-    e = sub.add_parser("evaluate", help="score model.keras on the test split",
-                       description="Score model.keras on a split (test by default); write "
-                       "metrics.json, confusion_matrix.png, training_curves.png.")
+    e = sub.add_parser(
+        "evaluate",
+        help="score model.keras on the test split",
+        description="Score model.keras on a split (test by default); write "
+        "metrics.json, confusion_matrix.png, training_curves.png.",
+    )
     _artifacts_arg(e)
-    e.add_argument("--split", default="test", choices=("train", "validation", "test"),
-                   help="(%(default)s)")
+    e.add_argument(
+        "--split", default="test", choices=("train", "validation", "test"), help="(%(default)s)"
+    )
     e.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="(%(default)s)")
     return parser
 
@@ -111,31 +179,60 @@ def main(argv: list[str] | None = None) -> int:
         report = prepare(args.data_dir, args.artifacts, SplitConfig(seed=args.split_seed))
         for item in report["rejected"]:
             print(f"rejected {item['path']}: {item['error']}", file=sys.stderr)
-        print(json.dumps({"totals": report["totals"], "labels": report["labels"],
-                          "rejected": len(report["rejected"])}))
+        print(
+            json.dumps(
+                {
+                    "totals": report["totals"],
+                    "labels": report["labels"],
+                    "rejected": len(report["rejected"]),
+                }
+            )
+        )
         return 0
     if args.command == "train":
         from training.train import train
 
         config = TrainConfig(
-            alpha=args.alpha, input_size=args.input_size, weights=args.weights or "",
-            head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs,
-            batch_size=args.batch_size, head_learning_rate=args.head_lr,
-            finetune_learning_rate=args.finetune_lr, finetune_layers=args.finetune_layers,
-            dropout=args.dropout, label_smoothing=args.label_smoothing, zoom=args.zoom,
-            translate=args.translate, patience=args.patience,
-            class_weights=not args.no_class_weights, seed=args.seed,
+            alpha=args.alpha,
+            input_size=args.input_size,
+            weights=args.weights or "",
+            head_epochs=args.head_epochs,
+            finetune_epochs=args.finetune_epochs,
+            batch_size=args.batch_size,
+            head_learning_rate=args.head_lr,
+            finetune_learning_rate=args.finetune_lr,
+            finetune_layers=args.finetune_layers,
+            dropout=args.dropout,
+            label_smoothing=args.label_smoothing,
+            zoom=args.zoom,
+            translate=args.translate,
+            patience=args.patience,
+            class_weights=not args.no_class_weights,
+            seed=args.seed,
         )
         argv_record = ["python", "-m", "training", *(argv if argv is not None else sys.argv[1:])]
         record = train(args.artifacts, config, verbose=args.verbose, argv=argv_record)
-        print(json.dumps({"epochs_run": record["epochs_run"],
-                          "best_validation": record["best_validation"],
-                          "wall_time_seconds": record["wall_time_seconds"]}))
+        print(
+            json.dumps(
+                {
+                    "epochs_run": record["epochs_run"],
+                    "best_validation": record["best_validation"],
+                    "wall_time_seconds": record["wall_time_seconds"],
+                }
+            )
+        )
         return 0
     from training.evaluate import evaluate
 
     result = evaluate(args.artifacts, split=args.split, verbose=args.verbose)
-    print(json.dumps({"split": result["split"], "n": result["n"],
-                      "accuracy": round(result["accuracy"], 4),
-                      "macro_f1": round(result["macro_avg"]["f1"], 4)}))
+    print(
+        json.dumps(
+            {
+                "split": result["split"],
+                "n": result["n"],
+                "accuracy": round(result["accuracy"], 4),
+                "macro_f1": round(result["macro_avg"]["f1"], 4),
+            }
+        )
+    )
     return 0

@@ -41,8 +41,9 @@ def _decode_file(path: str, size: int) -> np.ndarray:
     return preprocessing.decode(Path(path).read_bytes(), (size, size))
 
 
-def load_split(entries: Sequence[Entry], labels: Sequence[str], split: str, size: int,
-               *, workers: int = 2) -> SplitArrays:
+def load_split(
+    entries: Sequence[Entry], labels: Sequence[str], split: str, size: int, *, workers: int = 2
+) -> SplitArrays:
     """Decodes every image of one split into memory.
 
     Args:
@@ -90,8 +91,15 @@ def augmenter(zoom: float, translate: float, seed: int) -> keras.Sequential:
     return keras.Sequential(layers, name="augmentation")
 
 
-def pipeline(arrays: SplitArrays, num_classes: int, batch_size: int, *, shuffle: bool = False,
-             augment: keras.Sequential | None = None, seed: int = 0) -> tf.data.Dataset:
+def pipeline(
+    arrays: SplitArrays,
+    num_classes: int,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    augment: keras.Sequential | None = None,
+    seed: int = 0,
+) -> tf.data.Dataset:
     """A batched dataset of ``(float32 images 0..255, one-hot float32 labels)``.
 
     Args:

@@ -30,12 +30,17 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], split: st
         confusion-matrix rows are true classes and columns predicted classes, in class-id order.
     """
     ids = list(range(len(labels)))
-    report = classification_report(y_true, y_pred, labels=ids, target_names=labels,
-                                   output_dict=True, zero_division=0)
+    report = classification_report(
+        y_true, y_pred, labels=ids, target_names=labels, output_dict=True, zero_division=0
+    )
 
     def entry(row: dict) -> dict:
-        return {"precision": float(row["precision"]), "recall": float(row["recall"]),
-                "f1": float(row["f1-score"]), "support": int(row["support"])}
+        return {
+            "precision": float(row["precision"]),
+            "recall": float(row["recall"]),
+            "f1": float(row["f1-score"]),
+            "support": int(row["support"]),
+        }
 
     return {
         "split": split,
@@ -49,8 +54,9 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], split: st
     }
 
 
-def evaluate(artifacts_dir: Path, *, split: str = "test", batch_size: int = 32,
-             verbose: int = 1) -> dict:
+def evaluate(
+    artifacts_dir: Path, *, split: str = "test", batch_size: int = 32, verbose: int = 1
+) -> dict:
     """Evaluates ``model.keras`` on one split of the manifest and writes the results.
 
     Writes ``metrics.json`` (``metrics_<split>.json`` for a split other than test),
@@ -81,8 +87,9 @@ def evaluate(artifacts_dir: Path, *, split: str = "test", batch_size: int = 32,
     arrays = dataset.load_split(read_manifest(artifacts_dir / "manifest.csv"), labels, split, size)
     if not len(arrays):
         raise ValueError(f"the manifest has no {split} image")
-    probabilities = net.predict(arrays.images.astype(np.float32), batch_size=batch_size,
-                                verbose=verbose)
+    probabilities = net.predict(
+        arrays.images.astype(np.float32), batch_size=batch_size, verbose=verbose
+    )
     result = metrics(arrays.labels, probabilities.argmax(axis=1), labels, split)
     name = "metrics.json" if split == "test" else f"metrics_{split}.json"
     (artifacts_dir / name).write_text(json.dumps(result, indent=2) + "\n")
@@ -90,6 +97,7 @@ def evaluate(artifacts_dir: Path, *, split: str = "test", batch_size: int = 32,
     plots.confusion_matrix_png(result, artifacts_dir / f"confusion_matrix{suffix}.png")
     history_path = artifacts_dir / "history.json"
     if history_path.exists():
-        plots.training_curves_png(json.loads(history_path.read_text()),
-                                  artifacts_dir / "training_curves.png")
+        plots.training_curves_png(
+            json.loads(history_path.read_text()), artifacts_dir / "training_curves.png"
+        )
     return result

@@ -193,9 +193,12 @@ def prepare(data_dir: Path, artifacts_dir: Path, config: SplitConfig | None = No
     report = {
         "data_dir": str(data_dir.resolve()),
         "layout": "fixed_splits" if has_fixed_splits(data_dir) else "random_split",
-        "split_config": {"train": config.train, "validation": config.validation,
-                         "test": round(1 - config.train - config.validation, 6),
-                         "seed": config.seed},
+        "split_config": {
+            "train": config.train,
+            "validation": config.validation,
+            "test": round(1 - config.train - config.validation, 6),
+            "seed": config.seed,
+        },
         "labels": labels,
         "counts": counts,
         "totals": {split: sum(c.values()) for split, c in counts.items()},

@@ -27,12 +27,19 @@ def confusion_matrix_png(metrics: dict, path: Path) -> None:
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{metrics['split']} split: accuracy {metrics['accuracy']:.3f}, "
-                 f"{int(matrix.sum())} images")
+    ax.set_title(
+        f"{metrics['split']} split: accuracy {metrics['accuracy']:.3f}, {int(matrix.sum())} images"
+    )
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center",
-                color="white" if value > threshold else "black")
+        ax.text(
+            j,
+            i,
+            str(value),
+            ha="center",
+            va="center",
+            color="white" if value > threshold else "black",
+        )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

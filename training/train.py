@@ -44,9 +44,11 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     return table
 
 
-def _compile(net: keras.Model,
-             learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
-             label_smoothing: float) -> None:
+def _compile(
+    net: keras.Model,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    label_smoothing: float,
+) -> None:
     net.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
@@ -54,22 +56,37 @@ def _compile(net: keras.Model,
     )
 
 
-def _fit(net: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, epochs: int,
-         config: TrainConfig, weights: dict[int, float] | None, verbose: int) -> dict:
+def _fit(
+    net: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    epochs: int,
+    config: TrainConfig,
+    weights: dict[int, float] | None,
+    verbose: int,
+) -> dict:
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )
     # The pipeline shuffles (seeded) itself; Keras cannot shuffle a tf.data.Dataset.
-    result = net.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
-                     callbacks=[stop], shuffle=False, verbose=verbose)
+    result = net.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        class_weight=weights,
+        callbacks=[stop],
+        shuffle=False,
+        verbose=verbose,
+    )
     history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
     losses = history.get("val_loss", [])
     history["best_epoch"] = int(np.argmin(losses)) + 1 if losses else 0
     return history
 
 
-def train(artifacts_dir: Path, config: TrainConfig, *, verbose: int = 1,
-          argv: list[str] | None = None) -> dict:
+def train(
+    artifacts_dir: Path, config: TrainConfig, *, verbose: int = 1, argv: list[str] | None = None
+) -> dict:
     """Trains the classifier on the manifest in ``artifacts_dir`` and saves the results there.
 
     Args:
@@ -102,8 +119,9 @@ def train(artifacts_dir: Path, config: TrainConfig, *, verbose: int = 1,
         raise ValueError("the manifest needs train and validation images; run prepare first")
     k = len(labels)
     augment = dataset.augmenter(config.zoom, config.translate, config.seed)
-    train_ds = dataset.pipeline(train_arrays, k, config.batch_size, shuffle=True, augment=augment,
-                                seed=config.seed)
+    train_ds = dataset.pipeline(
+        train_arrays, k, config.batch_size, shuffle=True, augment=augment, seed=config.seed
+    )
     val_ds = dataset.pipeline(val_arrays, k, config.batch_size)
     weights = class_weights(train_arrays.labels, k) if config.class_weights else None
 
@@ -120,15 +138,18 @@ def train(artifacts_dir: Path, config: TrainConfig, *, verbose: int = 1,
         steps = config.finetune_epochs * -(-len(train_arrays) // config.batch_size)
         schedule = keras.optimizers.schedules.CosineDecay(config.finetune_learning_rate, steps)
         _compile(net, schedule, config.label_smoothing)
-        history["finetune"] = _fit(net, train_ds, val_ds, config.finetune_epochs, config, weights,
-                                   verbose)
+        history["finetune"] = _fit(
+            net, train_ds, val_ds, config.finetune_epochs, config, weights, verbose
+        )
         finetune_run = len(history["finetune"]["loss"])
 
     net.save(artifacts_dir / "model.keras")
     (artifacts_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     splits = {
-        split: {label: sum(1 for e in entries if e.split == split and e.label == label)
-                for label in labels}
+        split: {
+            label: sum(1 for e in entries if e.split == split and e.label == label)
+            for label in labels
+        }
         for split in SPLITS
     }
     record = {
@@ -146,9 +167,11 @@ def train(artifacts_dir: Path, config: TrainConfig, *, verbose: int = 1,
         "hyperparameters": config.hyperparameters(),
         "epochs_run": {"head": len(history["head"]["loss"]), "finetune": finetune_run},
         "best_validation": {
-            phase: {"epoch": h["best_epoch"],
-                    "val_loss": h["val_loss"][h["best_epoch"] - 1],
-                    "val_accuracy": h["val_accuracy"][h["best_epoch"] - 1]}
+            phase: {
+                "epoch": h["best_epoch"],
+                "val_loss": h["val_loss"][h["best_epoch"] - 1],
+                "val_accuracy": h["val_accuracy"][h["best_epoch"] - 1],
+            }
             for phase, h in history.items()
         },
     }

@@ -56,8 +56,9 @@ def images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
 
 
-def write_version(base_path: str | os.PathLike[str], version: int, num_classes: int = 3,
-                  warmup: bool = False) -> Path:
+def write_version(
+    base_path: str | os.PathLike[str], version: int, num_classes: int = 3, warmup: bool = False
+) -> Path:
     """Export one tiny version to ``<base_path>/<version>/`` with ``tf.saved_model.save``.
 
     Args:
@@ -82,8 +83,9 @@ def write_version(base_path: str | os.PathLike[str], version: int, num_classes: 
             self.b = tf.Variable(b)
             self.labels = tf.constant(labels)
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, SIZE, SIZE, 3], tf.uint8, name="images")])
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.uint8, name="images")]
+        )
         def serve(self, images):
             means = tf.reduce_mean(tf.cast(images, tf.float32), axis=[1, 2]) / 255.0
             probabilities = tf.nn.softmax(tf.matmul(means, self.w) + self.b)
@@ -156,8 +158,9 @@ def complete_half_written(source: Path, folder: Path) -> None:
             shutil.copytree(source / name, folder / name)
 
 
-def export_in_subprocess(base_path: str | os.PathLike[str], versions: list[int],
-                         warmup: bool = False) -> None:
+def export_in_subprocess(
+    base_path: str | os.PathLike[str], versions: list[int], warmup: bool = False
+) -> None:
     """Run :func:`write_version` for several versions of one model in a child process.
 
     See :func:`export_many_in_subprocess`.
@@ -165,8 +168,9 @@ def export_in_subprocess(base_path: str | os.PathLike[str], versions: list[int],
     export_many_in_subprocess([(base_path, versions)], warmup=warmup)
 
 
-def export_many_in_subprocess(jobs: list[tuple[str | os.PathLike[str], list[int]]],
-                              warmup: bool = False) -> None:
+def export_many_in_subprocess(
+    jobs: list[tuple[str | os.PathLike[str], list[int]]], warmup: bool = False
+) -> None:
     """Run :func:`write_version` for (base path, versions) jobs in one child process.
 
     Keeps the TensorFlow runtime out of the test process (the gateway's tests check that it is

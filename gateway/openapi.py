@@ -254,8 +254,8 @@ def document(settings: Settings, version: str) -> dict:
         },
         "/predict_batch": {
             "post": {
-                "summary": "Classify several images (repeated multipart field 'images'); items that "
-                "cannot be decoded get their own error, the others are predicted",
+                "summary": "Classify several images (repeated multipart field 'images'); items "
+                "that cannot be decoded get their own error, the others are predicted",
                 "security": auth,
                 "parameters": query,
                 "requestBody": batch_body,

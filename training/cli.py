@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from training import layouts
 from training.settings import (
     SplitConfig,
     TrainConfig,
@@ -43,18 +44,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "prepare",
         help="scan the images, split them, write manifest.csv",
-        description="Scan a folder-per-class image set (with train/validation/test "
-        "folders, or without: then split 70/15/15 per class with a fixed seed), "
-        "drop files that do not decode, write manifest.csv, labels.txt and "
-        "prepare_report.json.",
+        description="Read an image set, drop files that do not decode, split it, write "
+        "manifest.csv, labels.txt and prepare_report.json. Layouts: folder per class "
+        "(with train/validation/test folders, or without); Kaggle 'Fashion Product "
+        "Images' (styles.csv beside images/); a path,label CSV (--labels-csv). Sets "
+        "without split folders are split 70/15/15 per class with a fixed seed.",
     )
     p.add_argument(
         "--data-dir",
         type=Path,
         default=default_data_dir(),
-        help="image folder (env FASHION_DATA_DIR; default %(default)s)",
+        help="image folder, or a folder with styles.csv and images/ "
+        "(env FASHION_DATA_DIR; default %(default)s)",
     )
     _artifacts_arg(p)
+    p.add_argument(
+        "--labels-csv",
+        type=Path,
+        default=None,
+        help="a CSV with the columns path,label (paths relative to the CSV); replaces --data-dir",
+    )
+    p.add_argument(
+        "--label-column",
+        default=layouts.KAGGLE_LABEL_COLUMN,
+        help="styles.csv column holding the classes (default %(default)s)",
+    )
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--top-classes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep the N most frequent labels among rows with an image (default "
+        f"{layouts.KAGGLE_TOP_CLASSES} for styles.csv, all labels for --labels-csv)",
+    )
+    choice.add_argument(
+        "--classes",
+        default=None,
+        metavar="A,B,C",
+        help="keep exactly these comma-separated labels (CSV layouts)",
+    )
     p.add_argument(
         "--split-seed",
         type=int,
@@ -162,6 +191,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prepare(args: argparse.Namespace) -> dict:
+    """Runs ``prepare`` for the layout the arguments name; prints skipped rows to stderr."""
+    config = SplitConfig(seed=args.split_seed)
+    classes = args.classes.split(",") if args.classes is not None else None
+    if args.labels_csv is not None or layouts.is_kaggle_layout(args.data_dir):
+        from training.prepare_csv import prepare_table
+
+        if args.labels_csv is not None:
+            table, top = layouts.read_labels_csv(args.labels_csv), args.top_classes
+        else:
+            table = layouts.read_kaggle(args.data_dir, args.label_column)
+            top = args.top_classes
+            if top is None and classes is None:
+                top = layouts.KAGGLE_TOP_CLASSES
+        report = prepare_table(table, args.artifacts, config, top=top, classes=classes)
+        for row in report["skipped_rows"]:
+            print(f"skipped line {row['line']} ({row['reason']}): {row['detail']}", file=sys.stderr)
+        return report
+    if args.top_classes is not None or classes is not None:
+        raise ValueError("--top-classes and --classes apply to styles.csv and --labels-csv sets")
+    from training.manifest import prepare
+
+    report = prepare(args.data_dir, args.artifacts, config)
+    for item in report["rejected"]:
+        print(f"rejected {item['path']}: {item['error']}", file=sys.stderr)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one sub-command.
 
@@ -174,20 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "prepare":
-        from training.manifest import prepare
-
-        report = prepare(args.data_dir, args.artifacts, SplitConfig(seed=args.split_seed))
-        for item in report["rejected"]:
-            print(f"rejected {item['path']}: {item['error']}", file=sys.stderr)
-        print(
-            json.dumps(
-                {
-                    "totals": report["totals"],
-                    "labels": report["labels"],
-                    "rejected": len(report["rejected"]),
-                }
-            )
-        )
+        try:
+            report = _prepare(args)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        summary = {
+            "layout": report["layout"],
+            "totals": report["totals"],
+            "labels": report["labels"],
+            "rejected": len(report["rejected"]),
+        }
+        if "skipped_rows" in report:
+            summary["skipped_rows"] = len(report["skipped_rows"])
+        print(json.dumps(summary, ensure_ascii=False))
         return 0
     if args.command == "train":
         from training.train import train

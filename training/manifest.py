@@ -140,7 +140,19 @@ def assign_splits(entries: list[Entry], config: SplitConfig) -> list[Entry]:
     return sorted(done, key=lambda e: (order[e.split], e.label, e.path))
 
 
-def _check(entry: Entry) -> tuple[Entry, str | None, str]:
+def check_entry(entry: Entry) -> tuple[Entry, str | None, str]:
+    """Decodes one entry's file once, small, to see whether training can use it.
+
+    Args:
+        entry: the row to check.
+
+    Returns:
+        ``(entry, error, sha256)``: ``error`` is ``None`` or ``"<code>: <message>"`` with a
+        :class:`preprocessing.ImageError` code; ``sha256`` is the hex digest of the file's bytes.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
     data = Path(entry.path).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     try:
@@ -172,7 +184,7 @@ def prepare(data_dir: Path, artifacts_dir: Path, config: SplitConfig | None = No
     config = config or SplitConfig()
     data_dir = Path(data_dir)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(_check, scan(data_dir)))
+        results = list(pool.map(check_entry, scan(data_dir)))
     kept = assign_splits([entry for entry, error, _ in results if error is None], config)
     if not kept:
         raise ValueError(f"no decodable image under {data_dir}")
@@ -208,7 +220,7 @@ def prepare(data_dir: Path, artifacts_dir: Path, config: SplitConfig | None = No
     artifacts_dir = Path(artifacts_dir)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(artifacts_dir / "manifest.csv", kept)
-    (artifacts_dir / "labels.txt").write_text("".join(f"{label}\n" for label in labels))
+    write_labels(artifacts_dir / "labels.txt", labels)
     (artifacts_dir / "prepare_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -220,7 +232,7 @@ def write_manifest(path: Path, entries: list[Entry]) -> None:
         path: output file.
         entries: rows to write, in order.
     """
-    with open(path, "w", newline="") as fh:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(MANIFEST_FIELDS)
         writer.writerows((e.path, e.label, e.split) for e in entries)
@@ -239,7 +251,7 @@ def read_manifest(path: Path) -> list[Entry]:
         FileNotFoundError: no manifest (run ``python -m training prepare`` first).
         ValueError: the header is not ``path,label,split``.
     """
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
             raise ValueError(f"{path}: header must be {','.join(MANIFEST_FIELDS)}")
@@ -255,4 +267,21 @@ def read_labels(path: Path) -> list[str]:
     Returns:
         The labels; index ``i`` is class id ``i``.
     """
-    return [line for line in Path(path).read_text().splitlines() if line]
+    return [line for line in Path(path).read_text(encoding="utf-8").split("\n") if line]
+
+
+def write_labels(path: Path, labels: list[str]) -> None:
+    """Writes ``labels.txt``: one label a line, UTF-8, class-id order.
+
+    Args:
+        path: the labels file.
+        labels: class names in class-id order; any text without a line break.
+
+    Raises:
+        ValueError: a label is empty, padded with whitespace or holds a line break (it could
+            not be read back as one line).
+    """
+    for label in labels:
+        if not label or label != label.strip() or any(c in label for c in "\r\n"):
+            raise ValueError(f"label {label!r} cannot be one line of labels.txt")
+    Path(path).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")

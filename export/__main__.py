@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
         help="export a .keras model as <base-path>/<version>/ (the default command)",
         description="Write <base-path>/<version>/ through a staging folder: SavedModel with "
         "signature serving_default, assets.extra/{labels.txt, model_card.json, "
-        "tf_serving_warmup_requests}; verify it, fsync, rename atomically.",
+        "tf_serving_warmup_requests[, abstain_rule.json]}; verify it, fsync, rename "
+        "atomically.",
     )
     export.add_argument("--model", type=Path, required=True, help="trained Keras model (.keras)")
     export.add_argument(
@@ -73,6 +74,21 @@ def _parser() -> argparse.ArgumentParser:
         help="data set whose test split gives the warm-up and comparison images "
         "(default: $FASHION_DATA_DIR; synthetic images when unavailable)",
     )
+    rule = export.add_mutually_exclusive_group()
+    rule.add_argument(
+        "--abstain-rule",
+        type=Path,
+        default=None,
+        help="abstain rule (abstain_rule.json from training) to build into the signature: "
+        "calibrated probabilities plus known_probability, abstain, abstain_reason outputs "
+        "(default: abstain_rule.json beside --model if present)",
+    )
+    rule.add_argument(
+        "--no-abstain-rule",
+        action="store_true",
+        help="export the plain signature (probabilities, classes) even if a rule file is "
+        "beside the model",
+    )
     verify = commands.add_parser(
         "verify",
         help="check a version folder, report every check",
@@ -111,6 +127,8 @@ def _export(args: argparse.Namespace, argv: list[str]) -> int:
         model_name=args.model_name,
         data_dir=args.data_dir,
         command=shlex.join(["python", "-m", "export", *argv]),
+        abstain_rule=args.abstain_rule,
+        find_rule=not args.no_abstain_rule,
     )
     try:
         target = publish(request)

@@ -2,7 +2,10 @@
 
 Built from the training run's artifacts (``training_run.json`` and ``metrics.json``, written by
 ``python -m training train`` / ``evaluate``). A missing artifact leaves its fields ``null`` and is
-named in ``missing``, so a card never claims figures nobody measured. No TensorFlow here.
+named in ``missing``, so a card never claims figures nobody measured. A version with an abstain
+rule also carries the rule (``abstain_rule``) and, when training left one beside the model, its
+calibration record (reliability and ECE before/after, what was tried) under ``calibration``.
+No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import preprocessing
+from export.rule import AbstainRule
 
 FILENAME: Final = "model_card.json"
 SCHEMA_VERSION: Final = 1
@@ -29,6 +33,8 @@ _METRIC_KEYS: Final = (
     "weighted_avg",
     "confusion_matrix",
 )
+CALIBRATION_FILES: Final = ("calibration.json",)
+"""Files beside the trained model that record how the rule was fitted; the first found is kept."""
 _TRAINING_KEYS: Final = (
     "command",
     "seed",
@@ -81,6 +87,71 @@ def read_artifacts(artifacts_dir: Path | None) -> TrainingArtifacts:
         found[name] = data
     missing = tuple(name for name, data in found.items() if data is None)
     return TrainingArtifacts(found[TRAINING_RUN], found[METRICS], missing)
+
+
+def read_calibration(model_dir: Path) -> dict[str, Any] | None:
+    """Read training's calibration record beside the model, whatever its keys.
+
+    Args:
+        model_dir: the folder of the trained ``.keras`` model.
+
+    Returns:
+        ``{"file": name, **content}`` for the first of :data:`CALIBRATION_FILES` found, or
+        ``None``. A file that is not a JSON object is kept as ``{"file": name, "unreadable":
+        reason}`` rather than failing the export: it is a record, not an input.
+    """
+    for name in CALIBRATION_FILES:
+        path = model_dir / name
+        if not path.is_file():
+            continue
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return {"file": name, "unreadable": str(exc)}
+        if not isinstance(content, dict):
+            return {"file": name, "unreadable": "not a JSON object"}
+        return {"file": name, **content}
+    return None
+
+
+def _outputs(labels: list[str], rule: AbstainRule | None) -> dict[str, Any]:
+    width = len(labels)
+    outputs: dict[str, Any] = {
+        "probabilities": {
+            "dtype": "float32",
+            "shape": [-1, width],
+            "meaning": "softmax over labels, rows sum to 1"
+            if rule is None
+            else "calibrated softmax over labels (temperature, off-category column dropped), "
+            "rows sum to 1",
+        },
+        "classes": {
+            "dtype": "string",
+            "shape": [-1, width],
+            "meaning": "labels[j] names probabilities[:, j], repeated per row",
+        },
+    }
+    if rule is not None:
+        outputs.update(
+            {
+                "known_probability": {
+                    "dtype": "float32",
+                    "shape": [-1],
+                    "meaning": "calibrated probability that the photo is one of the labels",
+                },
+                "abstain": {
+                    "dtype": "bool",
+                    "shape": [-1],
+                    "meaning": "true: the version is not sure enough to file the photo",
+                },
+                "abstain_reason": {
+                    "dtype": "string",
+                    "shape": [-1],
+                    "meaning": '"" when filed, else not_a_known_category or low_confidence',
+                },
+            }
+        )
+    return outputs
 
 
 def git_commit(repo_dir: Path) -> str:
@@ -143,6 +214,8 @@ def build(
     artifacts: TrainingArtifacts,
     export_info: dict[str, Any],
     created_at: dt.datetime | None = None,
+    rule: AbstainRule | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the card.
 
@@ -155,9 +228,14 @@ def build(
         export_info: facts about this export (command, TensorFlow/Keras versions, git commit,
             source model path and sha256, warm-up source); stored under ``"export"``.
         created_at: creation time; defaults to now (UTC).
+        rule: the abstain rule built into the signature, or ``None``; its whole file goes under
+            ``"abstain_rule"`` and the signature lists the rule's outputs.
+        calibration: training's calibration record (see :func:`read_calibration`), stored
+            under ``"calibration"``.
 
     Returns:
-        A JSON-serialisable dict (``schema_version`` 1).
+        A JSON-serialisable dict (``schema_version`` 1); ``abstain_rule`` and ``calibration``
+        (``null`` when training left no record) only for a version with a rule.
 
     Raises:
         ValueError: ``metrics.json`` lists labels different from ``labels`` (they describe
@@ -169,7 +247,7 @@ def build(
     run = artifacts.training_run
     height, width = input_size
     created = (created_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    return {
+    card = {
         "schema_version": SCHEMA_VERSION,
         "name": name,
         "version": version,
@@ -191,18 +269,7 @@ def build(
                     "layout": "NHWC, RGB",
                 }
             },
-            "outputs": {
-                "probabilities": {
-                    "dtype": "float32",
-                    "shape": [-1, len(labels)],
-                    "meaning": "softmax over labels, rows sum to 1",
-                },
-                "classes": {
-                    "dtype": "string",
-                    "shape": [-1, len(labels)],
-                    "meaning": "labels[j] names probabilities[:, j], repeated per row",
-                },
-            },
+            "outputs": _outputs(labels, rule),
         },
         "preprocessing": dict(preprocessing.SPEC),
         "dataset": _dataset(run),
@@ -211,6 +278,10 @@ def build(
         "export": export_info,
         "missing": list(artifacts.missing),
     }
+    if rule is not None:
+        card["abstain_rule"] = dict(rule.document)
+        card["calibration"] = calibration
+    return card
 
 
 def write(card: dict[str, Any], path: Path) -> None:

@@ -23,7 +23,9 @@ import tensorflow as tf
 
 from export import labels as labels_file
 from export import layout, model_card, samples, signature, verify, warmup
+from export import rule as rule_file
 from export.errors import InputError, LayoutError, VerificationError
+from export.rule import AbstainRule
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,10 @@ class ExportRequest:
         model_name: the served model name; defaults to the base path's folder name.
         data_dir: data set for warm-up/comparison images; defaults to ``$FASHION_DATA_DIR``.
         command: the command line recorded in the model card.
+        abstain_rule: the abstain rule file to build into the signature; ``None`` = the
+            ``abstain_rule.json`` beside the model if there is one (see ``find_rule``).
+        find_rule: look for ``abstain_rule.json`` beside the model when ``abstain_rule`` is
+            ``None``; ``False`` exports the plain (version 1) signature.
     """
 
     model: Path
@@ -54,6 +60,15 @@ class ExportRequest:
     model_name: str | None = None
     data_dir: Path | None = None
     command: str = ""
+    abstain_rule: Path | None = None
+    find_rule: bool = True
+
+    def rule_path(self) -> Path | None:
+        """The rule file this export uses, or ``None`` for the plain signature."""
+        if self.abstain_rule is not None:
+            return self.abstain_rule
+        beside = self.model.parent / rule_file.FILENAME
+        return beside if self.find_rule and beside.is_file() else None
 
 
 def fsync_tree(root: Path) -> None:
@@ -115,7 +130,7 @@ def clean_stale_staging(base_path: Path) -> list[Path]:
     return removed
 
 
-def _load_inputs(request: ExportRequest) -> tuple[keras.Model, list[str]]:
+def _load_inputs(request: ExportRequest) -> tuple[keras.Model, list[str], AbstainRule | None]:
     try:
         model = keras.models.load_model(request.model, compile=False)
     except (OSError, ValueError) as exc:
@@ -125,28 +140,56 @@ def _load_inputs(request: ExportRequest) -> tuple[keras.Model, list[str]]:
     )
     if labels_path is None:
         raise InputError("no labels: pass --labels or --artifacts with a labels.txt")
+    rule_path = request.rule_path()
     try:
         labels = labels_file.read(labels_path)
+        rule = rule_file.read(rule_path) if rule_path is not None else None
         signature.input_size(model)
-        if len(labels) != signature.num_outputs(model):
+        width = signature.num_outputs(model)
+        if rule is None and len(labels) != width:
             raise ValueError(
-                f"{labels_path} has {len(labels)} labels but the model outputs "
-                f"{signature.num_outputs(model)} classes"
+                f"{labels_path} has {len(labels)} labels but the model outputs {width} classes"
+            )
+        if rule is not None and rule.model_width(len(labels)) != width:
+            other = rule.other_class_index
+            raise ValueError(
+                f"{labels_path} has {len(labels)} labels and {rule_path} sets other_class_index "
+                f"{other}, so the model should output {rule.model_width(len(labels))} columns, "
+                f"but it outputs {width}"
+            )
+        if (
+            rule is not None
+            and rule.other_class_index is not None
+            and rule.other_class_index >= width
+        ):
+            raise ValueError(
+                f"{rule_path}: other_class_index {rule.other_class_index} is not one of the "
+                f"model's {width} columns"
             )
     except (OSError, ValueError) as exc:
         raise InputError(str(exc)) from exc
-    return model, labels
+    if rule is not None:
+        log.info("abstain rule %s: %s", rule_path, rule.as_kwargs())
+    return model, labels, rule
 
 
 def _write_version(
-    request: ExportRequest, model: keras.Model, labels: list[str], version: int, staging: Path
+    request: ExportRequest,
+    model: keras.Model,
+    labels: list[str],
+    rule: AbstainRule | None,
+    version: int,
+    staging: Path,
 ) -> None:
     size = signature.input_size(model)
     name = request.model_name or request.base_path.resolve().name
     sample = samples.load(max(warmup.BATCH_SIZES), size, request.data_dir)
-    signature.save(model, labels, staging)
+    signature.save(model, labels, staging, rule)
     extra = staging / verify.ASSETS_EXTRA
     labels_file.write(labels, extra / labels_file.FILENAME)
+    rule_path = request.rule_path()
+    if rule_path is not None:
+        shutil.copyfile(rule_path, extra / rule_file.FILENAME)
     warmup.write(extra / warmup.FILENAME, warmup.build_requests(name, sample.images))
     try:
         card = model_card.build(
@@ -155,6 +198,8 @@ def _write_version(
             labels=labels,
             input_size=size,
             artifacts=model_card.read_artifacts(request.artifacts),
+            rule=rule,
+            calibration=model_card.read_calibration(request.model.parent),
             export_info={
                 "command": request.command,
                 "tensorflow_version": tf.__version__,
@@ -206,7 +251,7 @@ def publish(request: ExportRequest) -> Path:
     clean_stale_staging(base)
     version = request.version if request.version is not None else scanned.next_version()
     layout.check_publishable(layout.scan(base), version)
-    model, labels = _load_inputs(request)
+    model, labels, rule = _load_inputs(request)
     if request.artifacts is not None and not request.artifacts.is_dir():
         log.warning(
             "artifacts folder %s not found: the model card's training, data set and "
@@ -218,7 +263,7 @@ def publish(request: ExportRequest) -> Path:
     staging.mkdir()
     published = False
     try:
-        _write_version(request, model, labels, version, staging)
+        _write_version(request, model, labels, rule, version, staging)
         fsync_tree(staging)
         target = base / str(version)
         layout.check_publishable(layout.scan(base), version)  # another export may have won

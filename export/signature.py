@@ -4,6 +4,11 @@ The Keras model already contains the MobileNetV2 scaling, so the signature only 
 pixels to float32 (0..255) and runs it. ``classes`` repeats the labels once per input row
 (batch-major, ``[batch, num_classes]``): TF Serving's batching splits every output along dimension
 0, so a per-model constant would be lost, and a tiled one travels with each response.
+
+With an abstain rule (``export/rule.py``) the graph also calibrates: ``z = log(p + 1e-12) / T``,
+the label columns of ``softmax(z)`` renormalised become ``probabilities``, their sum is
+``known_probability``, and ``abstain`` / ``abstain_reason`` say whether the version files the
+photo. The NumPy reference of the same computation is ``training.calibration.apply_rule``.
 """
 
 from __future__ import annotations
@@ -14,11 +19,22 @@ from typing import Final
 import keras
 import tensorflow as tf
 
+from export.rule import AbstainRule
+
 SIGNATURE_NAME: Final = "serving_default"
 """TF Serving's default signature key (``tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY``)."""
 INPUT_NAME: Final = "images"
 PROBABILITIES: Final = "probabilities"
 CLASSES: Final = "classes"
+KNOWN_PROBABILITY: Final = "known_probability"
+ABSTAIN: Final = "abstain"
+ABSTAIN_REASON: Final = "abstain_reason"
+RULE_OUTPUTS: Final = (KNOWN_PROBABILITY, ABSTAIN, ABSTAIN_REASON)
+"""The outputs a version with an abstain rule adds, each of shape ``[-1]``."""
+NOT_A_KNOWN_CATEGORY: Final = "not_a_known_category"
+LOW_CONFIDENCE: Final = "low_confidence"
+LOG_EPSILON: Final = 1e-12
+"""Added to the softmax before the log (the rule's contract; ``training.calibration.EPSILON``)."""
 
 
 def input_size(model: keras.Model) -> tuple[int, int]:
@@ -58,44 +74,87 @@ def num_outputs(model: keras.Model) -> int:
 
 
 class ServingModule(tf.Module):
-    """A ``tf.Module`` holding the Keras model, its labels and the serving function.
+    """A ``tf.Module`` holding the Keras model, its labels, its rule and the serving function.
 
     Args:
         model: Keras classifier: float32 input ``(None, H, W, 3)`` in 0..255, softmax output
-            ``(None, C)``.
-        labels: the ``C`` class names in class-id order.
+            ``(None, C)``; ``C = K + 1`` when the rule has an off-category column, else ``K``.
+        labels: the ``K`` class names in class-id order.
+        rule: the abstain rule, or ``None`` for the plain (version 1) signature.
 
     Raises:
-        ValueError: the label count differs from the model's output width.
+        ValueError: the label count does not fit the model's output width (and the rule).
     """
 
-    def __init__(self, model: keras.Model, labels: list[str]) -> None:
+    def __init__(
+        self, model: keras.Model, labels: list[str], rule: AbstainRule | None = None
+    ) -> None:
         super().__init__(name="fashion_serving")
         height, width = input_size(model)
-        if len(labels) != num_outputs(model):
-            raise ValueError(f"{len(labels)} labels for a model with {num_outputs(model)} outputs")
+        expected = len(labels) if rule is None else rule.model_width(len(labels))
+        if expected != num_outputs(model):
+            extra = "" if rule is None else " and the rule's off-category column"
+            raise ValueError(
+                f"{len(labels)} labels{extra} for a model with {num_outputs(model)} outputs"
+            )
         self.model = model
         self.labels = tf.constant(labels, dtype=tf.string)
         spec = tf.TensorSpec([None, height, width, 3], tf.uint8, name=INPUT_NAME)
-        self.serve = tf.function(self._serve, input_signature=[spec])
+        if rule is None:
+            self.serve = tf.function(self._serve, input_signature=[spec])
+        else:
+            self.rule = rule
+            self.label_columns = tf.constant(rule.label_columns(len(labels)), tf.int32)
+            self.serve = tf.function(self._serve_with_rule, input_signature=[spec])
+
+    def _raw(self, images: tf.Tensor) -> tf.Tensor:
+        probabilities = self.model(tf.cast(images, tf.float32), training=False)
+        return tf.cast(probabilities, tf.float32)
+
+    def _classes(self, images: tf.Tensor) -> tf.Tensor:
+        return tf.tile(self.labels[tf.newaxis, :], [tf.shape(images)[0], 1])
 
     def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        probabilities = self.model(tf.cast(images, tf.float32), training=False)
-        probabilities = tf.cast(probabilities, tf.float32)
-        classes = tf.tile(self.labels[tf.newaxis, :], [tf.shape(images)[0], 1])
-        return {PROBABILITIES: probabilities, CLASSES: classes}
+        return {PROBABILITIES: self._raw(images), CLASSES: self._classes(images)}
+
+    def _serve_with_rule(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        rule = self.rule
+        z = tf.math.log(self._raw(images) + LOG_EPSILON) / rule.temperature
+        if rule.other_class_index is None:
+            probabilities = tf.nn.softmax(z)
+            known = tf.ones_like(probabilities[:, 0])
+        else:
+            # softmax over the label columns = those columns of softmax(z) renormalised; their
+            # share of the whole, in log space, is the known probability (no 1 - q cancellation).
+            z_labels = tf.gather(z, self.label_columns, axis=1)
+            probabilities = tf.nn.softmax(z_labels)
+            known = tf.exp(tf.reduce_logsumexp(z_labels, 1) - tf.reduce_logsumexp(z, 1))
+        confidence = tf.reduce_max(probabilities, axis=1)
+        reason = tf.where(confidence < rule.min_confidence, LOW_CONFIDENCE, "")
+        if rule.min_known_probability is not None:
+            reason = tf.where(known < rule.min_known_probability, NOT_A_KNOWN_CATEGORY, reason)
+        return {
+            PROBABILITIES: probabilities,
+            CLASSES: self._classes(images),
+            KNOWN_PROBABILITY: known,
+            ABSTAIN: tf.not_equal(reason, ""),
+            ABSTAIN_REASON: reason,
+        }
 
 
-def save(model: keras.Model, labels: list[str], directory: Path) -> None:
+def save(
+    model: keras.Model, labels: list[str], directory: Path, rule: AbstainRule | None = None
+) -> None:
     """Write the SavedModel (``saved_model.pb``, ``variables/``) with the serving signature.
 
     Args:
         model: the Keras classifier (see :class:`ServingModule`).
         labels: class names in class-id order.
         directory: an empty or missing folder to write into.
+        rule: the abstain rule to build into the signature, or ``None``.
 
     Raises:
-        ValueError: the model or labels do not fit the contract.
+        ValueError: the model, labels or rule do not fit the contract.
     """
-    module = ServingModule(model, labels)
+    module = ServingModule(model, labels, rule)
     tf.saved_model.save(module, str(directory), signatures={SIGNATURE_NAME: module.serve})

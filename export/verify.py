@@ -6,7 +6,9 @@ reported as failed with the reason, so a half-copied folder (no ``variables/``) 
 
 The signature is read from ``saved_model.pb`` itself (the ``SignatureDef`` TF Serving serves, see
 ``tensorflow/core/protobuf/meta_graph.proto``), then the folder is loaded with
-``tf.saved_model.load`` and run on the warm-up requests.
+``tf.saved_model.load`` and run on the warm-up requests. A version with an abstain rule (its
+signature has the rule's outputs and ``assets.extra/abstain_rule.json``) is compared with the
+NumPy reference of the rule, ``training.calibration.apply_rule``, applied to the Keras model.
 """
 
 from __future__ import annotations
@@ -23,14 +25,29 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from export import labels as labels_file
 from export import model_card, warmup
+from export import rule as rule_file
 from export.layout import parse_version
-from export.signature import CLASSES, INPUT_NAME, PROBABILITIES, SIGNATURE_NAME
+from export.rule import AbstainRule
+from export.signature import (
+    ABSTAIN,
+    ABSTAIN_REASON,
+    CLASSES,
+    INPUT_NAME,
+    KNOWN_PROBABILITY,
+    LOW_CONFIDENCE,
+    NOT_A_KNOWN_CATEGORY,
+    PROBABILITIES,
+    SIGNATURE_NAME,
+)
+from training import calibration
 
 ASSETS_EXTRA: Final = "assets.extra"
 REFERENCE_TOLERANCE: Final = 1e-5
 """Largest accepted absolute difference between SavedModel and Keras probabilities."""
 ROW_SUM_TOLERANCE: Final = 1e-5
 """Softmax rows must sum to 1 within this (float32 rounding)."""
+REASONS: Final = frozenset({b"", NOT_A_KNOWN_CATEGORY.encode(), LOW_CONFIDENCE.encode()})
+_RULE_OUTPUTS: Final = {KNOWN_PROBABILITY: tf.float32, ABSTAIN: tf.bool, ABSTAIN_REASON: tf.string}
 _SHARD = re.compile(r"variables\.data-(\d{5})-of-(\d{5})")
 
 
@@ -59,6 +76,8 @@ class _Found:
     loaded: Any = None
     signature: Any = None
     requests: list[Any] | None = None
+    rule_outputs: bool = False
+    rule: AbstainRule | None = None
 
 
 def _dims(tensor_info: Any) -> list[int] | None:
@@ -130,6 +149,9 @@ def _check_signature(folder: Path, found: _Found) -> Check:
         else:
             found.height, found.width = dims[1], dims[2]
     expected = {PROBABILITIES: tf.float32, CLASSES: tf.string}
+    found.rule_outputs = any(name in sig.outputs for name in _RULE_OUTPUTS)
+    if found.rule_outputs:
+        expected.update(_RULE_OUTPUTS)
     if set(sig.outputs) != set(expected):
         problems.append(f"outputs {sorted(sig.outputs)} != {sorted(expected)}")
     else:
@@ -140,7 +162,10 @@ def _check_signature(folder: Path, found: _Found) -> Check:
                 problems.append(
                     f"{name} dtype {tf.as_dtype(sig.outputs[name].dtype).name} != {dtype.name}"
                 )
-            if dims is None or len(dims) != 2 or dims[0] != -1 or dims[1] < 1:
+            if name in _RULE_OUTPUTS:
+                if dims != [-1]:
+                    problems.append(f"{name} shape {dims} != [-1]")
+            elif dims is None or len(dims) != 2 or dims[0] != -1 or dims[1] < 1:
                 problems.append(f"{name} shape {dims} != [-1, C]")
             else:
                 widths.add(dims[1])
@@ -150,12 +175,39 @@ def _check_signature(folder: Path, found: _Found) -> Check:
             found.num_classes = widths.pop()
     if problems:
         return Check("signature", False, "; ".join(problems))
+    rule_part = (
+        f", {KNOWN_PROBABILITY} float32 [-1], {ABSTAIN} bool [-1], {ABSTAIN_REASON} string [-1]"
+        if found.rule_outputs
+        else ""
+    )
     return Check(
         "signature",
         True,
         f"{INPUT_NAME} uint8 [-1,{found.height},{found.width},3] -> "
         f"{PROBABILITIES} float32 [-1,{found.num_classes}], "
-        f"{CLASSES} string [-1,{found.num_classes}]",
+        f"{CLASSES} string [-1,{found.num_classes}]{rule_part}",
+    )
+
+
+def _check_rule(folder: Path, found: _Found) -> Check | None:
+    path = folder / ASSETS_EXTRA / rule_file.FILENAME
+    if not found.rule_outputs and not path.exists():
+        return None  # a version without a rule: nothing to check
+    if not path.is_file():
+        return Check("abstain rule", False, f"the signature has the rule's outputs but no {path}")
+    try:
+        found.rule = rule_file.read(path)
+    except (OSError, ValueError) as exc:
+        return Check("abstain rule", False, str(exc))
+    problems = []
+    if not found.rule_outputs:
+        problems.append(f"{rule_file.FILENAME} is present but the signature has no rule outputs")
+    if found.card is not None and found.card.get("abstain_rule") != found.rule.document:
+        problems.append("the model card's abstain_rule differs from the file")
+    if problems:
+        return Check("abstain rule", False, "; ".join(problems))
+    return Check(
+        "abstain rule", True, ", ".join(f"{k} {v}" for k, v in found.rule.as_kwargs().items())
     )
 
 
@@ -249,9 +301,30 @@ def _check_warmup(folder: Path, found: _Found) -> Check:
     return Check("warm-up", True, f"{len(records)} PredictionLog records, batch sizes {sizes}")
 
 
-def _run(found: _Found, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _run(found: _Found, images: np.ndarray) -> dict[str, np.ndarray]:
     outputs = found.signature(**{INPUT_NAME: tf.constant(images, tf.uint8)})
-    return outputs[PROBABILITIES].numpy(), outputs[CLASSES].numpy()
+    return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+
+def _rule_problems(outputs: dict[str, np.ndarray], batch: int) -> list[str]:
+    known, abstain, reason = (outputs[n] for n in (KNOWN_PROBABILITY, ABSTAIN, ABSTAIN_REASON))
+    problems = []
+    for name, value, dtype in (
+        (KNOWN_PROBABILITY, known, np.float32),
+        (ABSTAIN, abstain, np.bool_),
+        (ABSTAIN_REASON, reason, np.object_),
+    ):
+        if value.shape != (batch,) or value.dtype != dtype:
+            problems.append(f"batch {batch}: {name} {value.dtype} {value.shape}")
+    if problems:
+        return problems
+    if not np.isfinite(known).all() or known.min() < 0 or known.max() > 1 + ROW_SUM_TOLERANCE:
+        problems.append(f"batch {batch}: {KNOWN_PROBABILITY} outside [0, 1]")
+    if not set(reason.tolist()) <= REASONS:
+        problems.append(f"batch {batch}: unknown reasons {sorted(set(reason.tolist()) - REASONS)}")
+    if ((reason != b"") != abstain).any():
+        problems.append(f"batch {batch}: {ABSTAIN} is not ({ABSTAIN_REASON} != '')")
+    return problems
 
 
 def _check_outputs(found: _Found) -> Check:
@@ -259,7 +332,8 @@ def _check_outputs(found: _Found) -> Check:
     expected = np.array([label.encode() for label in found.labels or []], dtype=object)
     for request in found.requests or []:
         images = tf.make_ndarray(request.inputs[INPUT_NAME])
-        probabilities, classes = _run(found, images)
+        outputs = _run(found, images)
+        probabilities, classes = outputs[PROBABILITIES], outputs[CLASSES]
         batch = len(images)
         if probabilities.shape != (batch, found.num_classes) or probabilities.dtype != np.float32:
             problems.append(f"probabilities {probabilities.dtype} {probabilities.shape}")
@@ -269,23 +343,68 @@ def _check_outputs(found: _Found) -> Check:
             problems.append(f"batch {batch}: rows sum to {sums.min()}..{sums.max()}, not 1")
         if classes.shape != (batch, len(expected)) or not (classes == expected).all():
             problems.append(f"batch {batch}: classes rows are not the labels")
+        if found.rule_outputs:
+            problems += _rule_problems(outputs, batch)
     if problems:
         return Check("outputs", False, "; ".join(problems))
-    return Check("outputs", True, "warm-up requests run: softmax rows sum to 1, classes = labels")
+    rule_part = ", abstain = reason != ''" if found.rule_outputs else ""
+    return Check(
+        "outputs",
+        True,
+        f"warm-up requests run: softmax rows sum to 1, classes = labels{rule_part}",
+    )
 
 
 def _check_reference(found: _Found, reference: Any, samples: np.ndarray) -> Check:
-    probabilities, _ = _run(found, samples)
+    outputs = _run(found, samples)
+    probabilities = outputs[PROBABILITIES]
     keras_out = np.asarray(reference(tf.constant(samples, tf.float32), training=False))
-    if keras_out.shape != probabilities.shape:
-        return Check("matches Keras", False, f"shapes {keras_out.shape} vs {probabilities.shape}")
-    diff = float(np.abs(keras_out.astype(np.float32) - probabilities).max())
-    detail = f"max |SavedModel - Keras| = {diff:.2e} on {len(samples)} sample images"
-    return Check(
-        "matches Keras",
-        diff <= REFERENCE_TOLERANCE,
-        detail + ("" if diff <= REFERENCE_TOLERANCE else f" > {REFERENCE_TOLERANCE}"),
+    if found.rule is None:
+        expected = keras_out.astype(np.float32)
+        if expected.shape != probabilities.shape:
+            return Check(
+                "matches Keras", False, f"shapes {expected.shape} vs {probabilities.shape}"
+            )
+        diff = float(np.abs(expected - probabilities).max())
+        detail = f"max |SavedModel - Keras| = {diff:.2e} on {len(samples)} sample images"
+        ok = diff <= REFERENCE_TOLERANCE
+        return Check("matches Keras", ok, detail + ("" if ok else f" > {REFERENCE_TOLERANCE}"))
+    return _check_rule_reference(found, outputs, keras_out)
+
+
+def _check_rule_reference(
+    found: _Found, outputs: dict[str, np.ndarray], keras_out: np.ndarray
+) -> Check:
+    rule = found.rule
+    try:
+        ref = calibration.apply_rule(keras_out, **rule.as_kwargs())
+    except ValueError as exc:
+        return Check("matches rule", False, f"the rule does not fit the Keras model: {exc}")
+    probabilities = outputs[PROBABILITIES]
+    if ref.probabilities.shape != probabilities.shape:
+        return Check(
+            "matches rule", False, f"shapes {ref.probabilities.shape} vs {probabilities.shape}"
+        )
+    diff = max(
+        float(np.abs(ref.probabilities - probabilities).max()),
+        float(np.abs(ref.known_probability - outputs[KNOWN_PROBABILITY]).max()),
     )
+    # a row whose score is within the tolerance of a threshold may fall either side in float32
+    near = np.abs(ref.probabilities.max(axis=1) - rule.min_confidence) <= REFERENCE_TOLERANCE
+    if rule.min_known_probability is not None:
+        near |= np.abs(ref.known_probability - rule.min_known_probability) <= REFERENCE_TOLERANCE
+    served = outputs[ABSTAIN_REASON].astype(str)
+    differ = int(((served != ref.abstain_reason) & ~near).sum())
+    counts = {
+        r or "filed": int((ref.abstain_reason == r).sum()) for r in sorted(set(ref.abstain_reason))
+    }
+    detail = (
+        f"max |SavedModel - NumPy rule on Keras| = {diff:.2e}, reasons {counts}, "
+        f"{differ} decision(s) differ, {int(near.sum())} at a threshold, "
+        f"on {len(keras_out)} sample images"
+    )
+    ok = diff <= REFERENCE_TOLERANCE and differ == 0
+    return Check("matches rule", ok, detail + ("" if ok else f" (tolerance {REFERENCE_TOLERANCE})"))
 
 
 def verify(
@@ -307,7 +426,8 @@ def verify(
 
     Returns:
         The checks in order: folder name (if expected), files, signature, labels, model card,
-        load, warm-up, outputs, and "matches Keras" when a reference is given.
+        abstain rule (for a version with one), load, warm-up, outputs, and, when a reference
+        is given, "matches Keras" (no rule) or "matches rule" (the rule's NumPy reference).
     """
     found = _Found()
     checks = [_check_name(folder)] if expect_version_name else []
@@ -319,6 +439,9 @@ def verify(
     checks.append(_check_signature(folder, found))
     checks.append(_check_labels(folder, found))
     checks.append(_check_card(folder, found, expect_version_name))
+    rule_check = _check_rule(folder, found)
+    if rule_check is not None:
+        checks.append(rule_check)
     checks.append(_check_load(folder, found))
     if found.signature is None or not found.num_classes:
         checks.append(
@@ -333,7 +456,10 @@ def verify(
     else:
         checks.append(Check("outputs", False, "not run: no usable warm-up requests or labels"))
     if reference is not None and samples is not None:
-        checks.append(_check_reference(found, reference, samples))
+        if found.rule_outputs and found.rule is None:
+            checks.append(Check("matches rule", False, "not run: no readable abstain rule"))
+        else:
+            checks.append(_check_reference(found, reference, samples))
     return checks
 
 

@@ -166,9 +166,10 @@ def split_known(
         raise ValueError(
             f"other_class_index {other_class_index} is not one of {q.shape[1]} columns"
         )
-    known = 1.0 - q[:, other_class_index]
     labels = np.delete(q, other_class_index, axis=1)
-    # known > 0 always: q comes from a softmax of finite logits, so every column is > 0.
+    # 1 - q[:, other] summed the other way: no cancellation when q[:, other] is close to 1, and
+    # > 0 always (a softmax of finite logits has no zero column).
+    known = labels.sum(axis=1)
     return labels / known[:, None], known
 
 

@@ -2,9 +2,9 @@
 
 Endpoints and JSON shapes: docs/CONTRACTS.md section 4; the OpenAPI document at ``/openapi.json``
 describes them. Authentication: when ``GATEWAY_API_KEY`` is set, every endpoint except
-``/health`` and ``/metrics`` needs header ``X-API-Key`` (``/health`` is the orchestrator's
-readiness probe; ``/metrics`` is scraped by Prometheus and carries counts and timings only, no
-request data).
+``/health``, ``/livez`` and ``/metrics`` needs header ``X-API-Key`` (``/health`` is the
+orchestrator's readiness probe, ``/livez`` its liveness probe; ``/metrics`` is scraped by
+Prometheus and carries counts and timings only, no request data).
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from serving_api.memory import keep_large_buffers_on_heap
 
 log = logging.getLogger(__name__)
 
-OPEN_ENDPOINTS = frozenset({"health", "metrics"})
+OPEN_ENDPOINTS = frozenset({"health", "livez", "metrics"})
 """Endpoints that never need the API key."""
 
 ENDPOINTS = (
     "GET /",
     "GET /health",
+    "GET /livez",
     "GET /classes",
     "GET /metrics",
     "GET /openapi.json",
@@ -146,6 +147,12 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
                 headers=retry,
             )
         return jsonify(status="ok", model=settings.model_name, available_versions=available)
+
+    @app.get("/livez")
+    def livez() -> Response:
+        # Liveness: this process answers HTTP. Never asks serving, so an orchestrator does not
+        # restart healthy gateways while the model server is down (that is /health's job).
+        return jsonify(status="alive")
 
     @app.get("/classes")
     def classes() -> Response:

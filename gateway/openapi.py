@@ -210,6 +210,22 @@ def document(settings: Settings, version: str) -> dict:
                 "responses": {"200": _json(_ref("Health"), "ready"), **_errors(503)},
             }
         },
+        "/livez": {
+            "get": {
+                "summary": "Liveness: 200 while the gateway process works, whatever serving does",
+                "security": [],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status"],
+                            "properties": {"status": {"const": "alive"}},
+                        },
+                        "alive",
+                    )
+                },
+            }
+        },
         "/classes": {
             "get": {
                 "summary": "Labels of the live version in class-id order",

@@ -6,6 +6,13 @@ the channel's service config), bounded and with exponential backoff and jitter, 
 only: the one status that means the request never reached a model. Message size limits are set
 explicitly on both directions. gRPC failures leave this module as :class:`GatewayError`.
 
+The target is any gRPC target (``host:port``, ``dns:///name:port``, ``ipv4:a:port,b:port``) and
+the load-balancing policy comes from ``SERVING_LB_POLICY``: with ``round_robin`` the channel keeps
+a connection to every address the target resolves to, each call goes to the next ready one, and a
+retry after ``UNAVAILABLE`` is picked anew, so it lands on another replica than the one that
+failed. A Kubernetes headless Service resolves to every ready model-server pod; TF Serving's
+``grpc.max_connection_age_ms`` makes the channel re-resolve, so new pods get calls.
+
 Messages come from :mod:`serving_api.protos` (no TensorFlow runtime); tensors are converted with
 :mod:`serving_api.tensors`.
 """
@@ -81,11 +88,14 @@ class VersionStatus:
 
 def _service_config(settings: Settings) -> str:
     config: dict = {
+        # Which addresses of the target get calls: pick_first keeps one connection; round_robin
+        # connects to every resolved address and spreads calls (and retries) over the ready ones.
+        "loadBalancingConfig": [{settings.lb_policy: {}}],
         "methodConfig": [
             {
                 "name": [{"service": _PREDICTION_SERVICE}, {"service": _MODEL_SERVICE}],
             }
-        ]
+        ],
     }
     if settings.retries > 0:
         config["methodConfig"][0]["retryPolicy"] = {
@@ -99,10 +109,10 @@ def _service_config(settings: Settings) -> str:
 
 
 def channel_options(settings: Settings) -> list[tuple[str, int | str]]:
-    """The gRPC channel options: size limits, retry policy and reconnect backoff.
+    """The gRPC channel options: size limits, load balancing, retry policy and reconnect backoff.
 
     Args:
-        settings: gateway settings (message size limit, retries, backoff).
+        settings: gateway settings (message size limit, load-balancing policy, retries, backoff).
 
     Returns:
         ``(key, value)`` pairs for ``grpc.insecure_channel``. The retry buffer is raised to the

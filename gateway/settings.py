@@ -15,6 +15,9 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+LB_POLICIES = ("pick_first", "round_robin")
+"""gRPC load-balancing policies ``SERVING_LB_POLICY`` accepts (gRPC's built-in names)."""
+
 
 class SettingsError(ValueError):
     """A setting that does not parse or is out of range; the message names its variable."""
@@ -33,7 +36,16 @@ class Settings:
     """
 
     grpc_address: str = _env(
-        "SERVING_GRPC_ADDRESS", "host:port of TF Serving's gRPC API", "localhost:8500"
+        "SERVING_GRPC_ADDRESS",
+        "gRPC target of TF Serving: host:port, dns:///name:port (every address the name "
+        "resolves to) or ipv4:addr:port,addr:port (a fixed list)",
+        "localhost:8500",
+    )
+    lb_policy: str = _env(
+        "SERVING_LB_POLICY",
+        "how calls spread over the target's addresses: pick_first (one connection) or "
+        "round_robin (every address, a retry after UNAVAILABLE goes to the next one)",
+        "pick_first",
     )
     model_name: str = _env("MODEL_NAME", "model name in TF Serving's model config", "fashion")
     signature_name: str = _env(
@@ -111,6 +123,10 @@ class Settings:
             raise SettingsError(f"SERVING_RETRIES must be in 0..4, got {self.retries}")
         if not self.grpc_address or not self.model_name:
             raise SettingsError("SERVING_GRPC_ADDRESS and MODEL_NAME must not be empty")
+        if self.lb_policy not in LB_POLICIES:
+            raise SettingsError(
+                f"SERVING_LB_POLICY must be one of {', '.join(LB_POLICIES)}, got {self.lb_policy!r}"
+            )
         levels = logging.getLevelNamesMapping()
         if self.log_level not in levels or self.log_level == "NOTSET":
             raise SettingsError(

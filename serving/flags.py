@@ -44,6 +44,8 @@ class Flags:
         tensorflow_inter_op_parallelism: TF inter-op threads; 0 = TensorFlow's default.
         grpc_max_threads: size of the gRPC handler thread pool.
         grpc_max_message_bytes: max send/receive message size in bytes.
+        grpc_channel_arguments: extra gRPC server arguments, ``key=value`` pairs separated by
+            commas (see :func:`channel_arguments`).
         bind_address: interface for both ports (not a TF Serving flag: it always binds all
             interfaces, the default here too; tests use 127.0.0.1).
     """
@@ -63,6 +65,7 @@ class Flags:
     tensorflow_inter_op_parallelism: int = 0
     grpc_max_threads: int = 16
     grpc_max_message_bytes: int = 64 * 1024 * 1024
+    grpc_channel_arguments: str = ""
     bind_address: str = "0.0.0.0"
 
 
@@ -96,11 +99,51 @@ HELP = {
     "grpc_max_threads": "Threads handling gRPC calls (raised to twice the max batch size with "
     "batching, so a batch can fill).",
     "grpc_max_message_bytes": "Largest gRPC request or response, in bytes.",
+    "grpc_channel_arguments": "A comma-separated list of key=value arguments passed to the gRPC "
+    "server (e.g. grpc.max_connection_age_ms=30000); a value that parses as a 32-bit integer is "
+    "passed as an integer, any other as a string; they override this server's own settings of the "
+    "same key.",
     "bind_address": "Interface address both ports listen on (not a tensorflow_model_server "
     "flag: it always listens on all interfaces, as 0.0.0.0 does here); "
     "127.0.0.1 = this machine only.",
 }
 """``--help`` text of each flag (the default is appended)."""
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """Parse ``--grpc_channel_arguments`` as ``tensorflow_model_server`` does.
+
+    The text is split at commas into ``key=value`` pairs (at the first ``=``); a value that is a
+    32-bit signed integer becomes an ``int``, any other value stays a ``str``. gRPC itself ignores
+    keys it does not know.
+
+    Args:
+        text: e.g. ``"grpc.max_connection_age_ms=30000,grpc.max_concurrent_streams=100"``;
+            empty = no arguments.
+
+    Returns:
+        ``(key, value)`` pairs in the order given, ready for ``grpc.server(options=...)``.
+
+    Raises:
+        ValueError: an entry without ``=`` or with an empty key (TF Serving would crash on it;
+            this server refuses to start instead).
+    """
+    pairs: list[tuple[str, int | str]] = []
+    for entry in text.split(",") if text else []:
+        key, sep, value = entry.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--grpc_channel_arguments entry {entry!r} is not key=value")
+        try:
+            number = int(value)
+        except ValueError:
+            pairs.append((key, value))
+            continue
+        pairs.append((key, number) if _INT32[0] <= number <= _INT32[1] else (key, value))
+    return pairs
 
 
 def _shown(value: object) -> str:
@@ -149,7 +192,8 @@ def parse(argv: list[str] | None = None) -> Flags:
         The flags.
 
     Raises:
-        SystemExit: (status 2) on unknown flags, bad values, or neither ``--model_base_path`` nor
+        SystemExit: (status 2) on unknown flags, bad values (a malformed
+            ``--grpc_channel_arguments`` included), or neither ``--model_base_path`` nor
             ``--model_config_file`` given, as ``tensorflow_model_server`` refuses to start then.
     """
     parser = _parser()
@@ -158,4 +202,8 @@ def parse(argv: list[str] | None = None) -> Flags:
         parser.error("either --model_config_file or --model_base_path must be given")
     if flags.file_system_poll_wait_seconds <= 0:
         parser.error("--file_system_poll_wait_seconds must be > 0")
+    try:
+        channel_arguments(flags.grpc_channel_arguments)
+    except ValueError as exc:
+        parser.error(str(exc))
     return flags

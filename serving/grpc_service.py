@@ -7,6 +7,7 @@ Thin: each method hands the request to :class:`serving.core.ServingCore` and tur
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent import futures
 
 import grpc
@@ -59,7 +60,12 @@ class ModelService(protos.model_service_pb2_grpc.ModelServiceServicer):
 
 
 def build_server(
-    core: ServingCore, port: int, max_workers: int, max_message_bytes: int, host: str = "0.0.0.0"
+    core: ServingCore,
+    port: int,
+    max_workers: int,
+    max_message_bytes: int,
+    host: str = "0.0.0.0",
+    extra_options: Sequence[tuple[str, int | str]] = (),
 ) -> tuple[grpc.Server, int]:
     """A gRPC server with both services, bound but not started.
 
@@ -69,6 +75,10 @@ def build_server(
         max_workers: handler threads (also the number of calls that can wait in a batch).
         max_message_bytes: max send and receive message size, bytes.
         host: interface to bind (TF Serving: all interfaces).
+        extra_options: gRPC server arguments from ``--grpc_channel_arguments`` (e.g.
+            ``("grpc.max_connection_age_ms", 30000)``: each connection is closed with GOAWAY
+            after that age, so clients re-resolve and spread over new replicas); a key given
+            here replaces this function's own setting of it.
 
     Returns:
         (server, bound port).
@@ -83,6 +93,8 @@ def build_server(
         # Largest HTTP/2 frame (2^24 - 1): a 32-image request (4.8 MB) in fewer frames.
         ("grpc.http2.max_frame_size", 16777215),
     ]
+    overridden = {key for key, _ in extra_options}
+    options = [item for item in options if item[0] not in overridden] + list(extra_options)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         options=options,

@@ -141,7 +141,12 @@ def run(argv: list[str] | None = None) -> int:
     # The ports were free before the first load; something may have taken them since.
     try:
         grpc_server, grpc_port = build_server(
-            core, flags.port, max_workers, flags.grpc_max_message_bytes, flags.bind_address
+            core,
+            flags.port,
+            max_workers,
+            flags.grpc_max_message_bytes,
+            flags.bind_address,
+            flags_module.channel_arguments(flags.grpc_channel_arguments),
         )
     except RuntimeError as exc:
         log.error(

@@ -317,7 +317,7 @@ def test_top_k_message_states_both_bounds(closed_address):
         )
 
 
-def test_api_key_guards_everything_but_health_and_metrics(closed_address):
+def test_api_key_guards_everything_but_health_livez_and_metrics(closed_address):
     client = _client(closed_address, api_key="s3cret")
     refused = client.get("/openapi.json")
     assert refused.status_code == 401
@@ -327,6 +327,8 @@ def test_api_key_guards_everything_but_health_and_metrics(closed_address):
     assert client.post("/predict", data=b"x", content_type="image/png").status_code == 401
     assert client.get("/health").status_code == 503  # open, and serving is down
     assert client.get("/metrics").status_code == 200
+    livez = client.get("/livez")  # open too, and alive although serving is down
+    assert (livez.status_code, livez.json) == (200, {"status": "alive"})
     open_client = _client(closed_address)
     assert open_client.get("/openapi.json").status_code == 200
 
@@ -338,6 +340,7 @@ def test_openapi_lists_every_path_and_error_code(closed_address):
     assert set(document["paths"]) == {
         "/",
         "/health",
+        "/livez",
         "/classes",
         "/metrics",
         "/openapi.json",

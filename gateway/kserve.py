@@ -36,7 +36,9 @@ GUNICORN_CONFIG = Path(__file__).resolve().parent / "gunicorn.conf.py"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m gateway.kserve", description=__doc__.split("\n")[0]
+        prog="python -m gateway.kserve",
+        description=__doc__.split("\n")[0],
+        allow_abbrev=False,
     )
     parser.add_argument("--model_name", help="model name in TF Serving (sets MODEL_NAME)")
     parser.add_argument(

@@ -202,6 +202,8 @@ def _dataset(training_run: dict[str, Any] | None) -> dict[str, Any] | None:
         "path": dataset.get("path"),
         "splits": splits,
         "split_counts": {split: sum(counts.values()) for split, counts in splits.items()},
+        # photos added to train from the nightly job's corrections (None: none were given)
+        "extra_labels": dataset.get("extra_labels"),
     }
 
 

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _artifacts_arg(p)
     p.add_argument(
+        "--extra-labels",
+        type=Path,
+        default=None,
+        help="feedback.csv from `python -m batch feedback`: its photos are added to the train "
+        "split (photos whose content is in validation or test are dropped and reported)",
+    )
+    p.add_argument(
         "--labels-csv",
         type=Path,
         default=None,
@@ -244,6 +251,18 @@ def main(argv: list[str] | None = None) -> int:
         }
         if "skipped_rows" in report:
             summary["skipped_rows"] = len(report["skipped_rows"])
+        if args.extra_labels is not None:
+            from training import extra_labels
+
+            try:
+                report = extra_labels.apply(args.artifacts, args.extra_labels)
+            except (FileNotFoundError, ValueError) as exc:
+                print(f"error: --extra-labels: {exc}", file=sys.stderr)
+                return 2
+            for item in report["extra_labels"]["dropped"]:
+                print(f"extra label dropped {item['path']}: {item['reason']}", file=sys.stderr)
+            summary["totals"] = report["totals"]
+            summary["extra_labels_added"] = report["extra_labels"]["added"]
         print(json.dumps(summary, ensure_ascii=False))
         return 0
     if args.command == "train":

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from training import dataset, model
+from training import dataset, extra_labels, model
 from training.manifest import read_labels, read_manifest
 from training.settings import SPLITS, TrainConfig
 
@@ -110,7 +110,8 @@ def train(
     entries = read_manifest(artifacts_dir / "manifest.csv")
     labels = read_labels(artifacts_dir / "labels.txt")
     report_path = artifacts_dir / "prepare_report.json"
-    data_path = json.loads(report_path.read_text())["data_dir"] if report_path.exists() else None
+    prepare_report = json.loads(report_path.read_text()) if report_path.exists() else None
+    data_path = prepare_report["data_dir"] if prepare_report else None
     size = config.input_size
 
     train_arrays = dataset.load_split(entries, labels, "train", size)
@@ -162,7 +163,11 @@ def train(
         "keras_version": keras.__version__,
         "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "wall_time_seconds": round(time.monotonic() - t0, 1),
-        "dataset": {"path": data_path, "splits": splits},
+        "dataset": {
+            "path": data_path,
+            "splits": splits,
+            "extra_labels": extra_labels.training_record(prepare_report),
+        },
         "labels": labels,
         "hyperparameters": config.hyperparameters(),
         "epochs_run": {"head": len(history["head"]["loss"]), "finetune": finetune_run},

@@ -19,13 +19,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[all]'
 	touch $@
 
-# Debian's docker-compose, used only to check docker-compose.yml statically (no engine runs here).
+# Debian's docker-compose, used only to check docker-compose.yml statically (no engine runs here),
+# and Debian's prometheus for promtool, which checks the nightly job's metrics textfile.
 system-deps:
 	@command -v docker-compose >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get install -y -qq docker-compose >/dev/null 2>&1 || \
 	     (apt-get update -qq >/dev/null && apt-get install -y -qq docker-compose >/dev/null)) ; \
 	  else echo "note: install Debian's docker-compose to run the compose check"; fi; }
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq prometheus >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq prometheus >/dev/null)) ; \
+	  else echo "note: install Debian's prometheus (promtool) to run the metrics textfile check"; fi; }
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,7 +1,8 @@
-"""``python -m batch run [flags]``: one run of the nightly job; exit code 0, 1 or 2."""
+"""``python -m batch run|history|feedback [flags]``: the nightly job, its history, corrections."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -9,6 +10,9 @@ from collections.abc import Sequence
 
 from batch.runner import run
 from batch.settings import EXIT_UNAVAILABLE, ConfigError, parse_settings
+
+_TOOLS = {"history": "batch.history", "feedback": "batch.feedback"}
+"""Sub-commands that read what the runs left behind (their own ``--help``)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in _TOOLS:
+        module = importlib.import_module(_TOOLS[args[0]])
+        return module.main(args[1:])
     try:
         _command, settings = parse_settings(argv, os.environ)
     except ConfigError as exc:

@@ -137,6 +137,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+atomic_write = _atomic_write
+"""Public name of the atomic writer: ``atomic_write(path, data)`` writes ``data`` (bytes) to a
+hidden temporary name beside ``path``, fsyncs it and renames it over ``path``."""
+
+
 def write_sidecar(quarantined: Path, info: dict[str, Any]) -> Path:
     """Writes ``<quarantined>.reason.json`` (why the file was quarantined), atomically.
 
@@ -250,6 +255,14 @@ def _thumbnail_tag(path: str, caption: str) -> str:
     return f"<figure>{img}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
+def _drift_section(summary: dict[str, Any]) -> str:
+    if not isinstance(summary.get("drift"), dict):
+        return ""
+    from batch.drift import to_html
+
+    return to_html(summary["drift"])
+
+
 def _html(table: pd.DataFrame, summary: dict[str, Any], has_histogram: bool) -> str:
     counts = pd.DataFrame(
         sorted(summary["counts_by_category"].items()), columns=["category", "images"]
@@ -293,6 +306,7 @@ text-align:center}}</style></head><body>
 <h2>Files by status</h2>{statuses.to_html(index=False)}
 <h2>Images per category</h2>{counts.to_html(index=False)}
 <h2>Confidence</h2>{hist}
+{_drift_section(summary)}
 <h2>Uncertain and quarantined files ({len(thumbs)} shown)</h2>
 {"".join(thumbs) or "<p>None.</p>"}
 </body></html>
@@ -308,6 +322,7 @@ def write_reports(
     images_sent: int,
     exit_code: int,
     dry_run: bool,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Writes the HTML page, the JSON summary and, last, the CSV.
 
@@ -319,6 +334,7 @@ def write_reports(
         images_sent: images the gateway answered this run.
         exit_code: the run's exit code.
         dry_run: whether nothing was moved.
+        extra: more top-level keys of the summary (e.g. ``drift``, see :mod:`batch.drift`).
 
     Returns:
         Files per status.
@@ -332,6 +348,7 @@ def write_reports(
         exit_code=exit_code,
         dry_run=dry_run,
     )
+    summary.update(extra or {})
     conf = table["confidence"].dropna()
     if not conf.empty:
         _atomic_write(report_dir / HISTOGRAM_NAME, _histogram_png(conf))

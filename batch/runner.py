@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from threading import Event
 
-from batch import failpoints, filing, reports
+from batch import failpoints, filing, nightly, reports
 from batch.decide import UNCERTAIN_FOLDER, Decision, decide, folder_name
 from batch.gateway_client import (
     GatewayClient,
@@ -234,6 +234,7 @@ class Runner:
             table = reports.build_table(
                 rows, self.run_id, dry_run=self.s.dry_run, planned=self.planned
             )
+            drift = nightly.drift_of(self.s, self.run_id, table, self.s.results / LEDGER_NAME)
             counts = reports.write_reports(
                 table,
                 report_dir,
@@ -242,6 +243,7 @@ class Runner:
                 images_sent=self.sent,
                 exit_code=exit_code,
                 dry_run=self.s.dry_run,
+                extra={"drift": drift} if drift else None,
             )
             failpoints.reach("after_reports")
             ledger.finish_run(self.run_id, exit_code, str(report_dir / reports.CSV_NAME))
@@ -552,6 +554,7 @@ def run(settings: BatchSettings, client: GatewayClient | None = None) -> RunResu
         The run's result; ``exit_code`` 2 for bad configuration, a held lock or no gateway.
     """
     run_id = new_run_id()
+    started = time.time()
     try:
         settings.validate()
     except ConfigError as exc:
@@ -561,7 +564,11 @@ def run(settings: BatchSettings, client: GatewayClient | None = None) -> RunResu
         log.info("run %s starting (dry_run=%s, log %s)", run_id, settings.dry_run, log_path)
         try:
             with _run_lock(settings.results):
-                return Runner(settings, run_id, client).run()
+                result = Runner(settings, run_id, client).run()
+                nightly.after_run(settings, result, started, LEDGER_NAME, refresh_index=True)
+                return result
         except ConfigError as exc:
             log.error("%s", exc)
-            return RunResult(run_id, EXIT_UNAVAILABLE, message=str(exc))
+            result = RunResult(run_id, EXIT_UNAVAILABLE, message=str(exc))
+            nightly.after_run(settings, result, started, LEDGER_NAME, refresh_index=False)
+            return result

@@ -65,6 +65,14 @@ class BatchSettings:
             secret for both in docker-compose); prefer env to the flag (keeps it out of ``ps``).
         progress_every: seconds between progress log lines when stderr is not a terminal.
             Env ``FASHION_BATCH_PROGRESS_EVERY``; default 10.
+        metrics_textfile: Prometheus text file written (atomically) at the end of each run for
+            node_exporter's textfile collector (:mod:`batch.metrics_textfile`).
+            Env ``FASHION_BATCH_METRICS_TEXTFILE``; default none.
+        models_dir: local model base path whose ``<version>/assets.extra/model_card.json`` the
+            drift report compares with; unreadable = no comparison.
+            Env ``FASHION_BATCH_MODELS_DIR``; default ``models/fashion``.
+        drift_nights: trailing nights the drift check compares with (:mod:`batch.drift`).
+            Env ``FASHION_BATCH_DRIFT_NIGHTS``; default 14.
     """
 
     incoming: Path = Path("data/incoming")
@@ -84,6 +92,9 @@ class BatchSettings:
     dry_run: bool = False
     api_key: str | None = field(default=None, repr=False)
     progress_every: float = 10.0
+    metrics_textfile: Path | None = None
+    models_dir: Path = Path("models/fashion")
+    drift_nights: int = 14
 
     def validate(self) -> None:
         """Checks values and the folder layout.
@@ -95,7 +106,7 @@ class BatchSettings:
         """
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ConfigError(f"--min-confidence must be within [0, 1], got {self.min_confidence}")
-        for name in ("concurrency", "chunk_size"):
+        for name in ("concurrency", "chunk_size", "drift_nights"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
         if self.retries < 0:
@@ -222,6 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between progress log lines "
         f"without a terminal (default {d.progress_every:g})",
     )
+    run.add_argument(
+        "--metrics-textfile",
+        type=Path,
+        help="write the run's metrics in Prometheus text format to this .prom file, "
+        "atomically, for node_exporter's textfile collector (default: none)",
+    )
+    run.add_argument(
+        "--models-dir",
+        type=Path,
+        help="local model base path; the drift report compares with the version's model card "
+        f"when it is readable there (default {d.models_dir})",
+    )
+    run.add_argument(
+        "--drift-nights",
+        type=int,
+        help=f"trailing nights the drift check compares with (default {d.drift_nights})",
+    )
+    sub.add_parser("history", help="table of the last runs; writes RESULTS/index.html (--help)")
+    sub.add_parser("feedback", help="photos moved by hand -> feedback.csv (--help)")
     return parser
 
 
@@ -264,6 +294,9 @@ _FIELD_TYPES: dict[str, type] = {
     "dry_run": bool,
     "api_key": str,
     "progress_every": float,
+    "metrics_textfile": Path,
+    "models_dir": Path,
+    "drift_nights": int,
 }
 
 
@@ -296,7 +329,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> BatchSett
     absolute = {
         name: Path(os.path.abspath(getattr(settings, name)))
         for name, kind in _FIELD_TYPES.items()
-        if kind is Path
+        if kind is Path and getattr(settings, name) is not None
     }
     return BatchSettings(
         **{**settings.__dict__, **absolute, "gateway": settings.gateway.rstrip("/")}

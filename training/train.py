@@ -111,7 +111,7 @@ def train(
     labels = read_labels(artifacts_dir / "labels.txt")
     report_path = artifacts_dir / "prepare_report.json"
     prepare_report = json.loads(report_path.read_text()) if report_path.exists() else None
-    data_path = prepare_report["data_dir"] if prepare_report else None
+    data_path = (prepare_report or {}).get("data_dir")
     size = config.input_size
 
     train_arrays = dataset.load_split(entries, labels, "train", size)

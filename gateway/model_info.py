@@ -6,7 +6,10 @@ than the one the cached signature describes, so a new version with another input
 by the next request.
 
 The output keys are the contract's (docs/CONTRACTS.md section 2): ``probabilities`` (DT_FLOAT,
-``[-1, num_classes]``) and ``classes`` (DT_STRING, ``[-1, num_classes]``, the version's labels).
+``[-1, num_classes]``) and ``classes`` (DT_STRING, ``[-1, num_classes]``, the version's labels);
+a version with an abstain rule also has ``known_probability`` (DT_FLOAT ``[-1]``), ``abstain``
+(DT_BOOL ``[-1]``) and ``abstain_reason`` (DT_STRING ``[-1]``), and the gateway asks for them only
+when the version's signature lists them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ log = logging.getLogger(__name__)
 
 PROBABILITIES = "probabilities"
 CLASSES = "classes"
+KNOWN_PROBABILITY = "known_probability"
+ABSTAIN = "abstain"
+ABSTAIN_REASON = "abstain_reason"
+RULE_OUTPUTS = (KNOWN_PROBABILITY, ABSTAIN, ABSTAIN_REASON)
+"""The outputs of a version with an abstain rule; a version has all of them or none."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class InputSpec:
         width: image width in pixels.
         channels: 3 (RGB).
         num_classes: columns of the ``probabilities`` output, None if the signature leaves it open.
+        has_rule: the signature has the abstain rule's outputs (:data:`RULE_OUTPUTS`).
     """
 
     version: int
@@ -50,6 +59,12 @@ class InputSpec:
     width: int
     channels: int
     num_classes: int | None = None
+    has_rule: bool = False
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The output keys a Predict call of this version asks for."""
+        return (PROBABILITIES, CLASSES, *(RULE_OUTPUTS if self.has_rule else ()))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -77,8 +92,8 @@ def parse_signature(version: int, signature: object) -> InputSpec:
 
     Raises:
         GatewayError: ``serving_error`` if the signature does not have exactly one input of shape
-            ``[-1, H, W, 3]`` with known H and W and a numeric dtype, or lacks the
-            ``probabilities``/``classes`` outputs.
+            ``[-1, H, W, 3]`` with known H and W and a numeric dtype, lacks the
+            ``probabilities``/``classes`` outputs, or has only some of :data:`RULE_OUTPUTS`.
     """
     if len(signature.inputs) != 1:
         raise GatewayError(
@@ -90,6 +105,13 @@ def parse_signature(version: int, signature: object) -> InputSpec:
     if missing:
         raise GatewayError(
             "serving_error", f"model version {version} lacks outputs {sorted(missing)}"
+        )
+    rule = [key for key in RULE_OUTPUTS if key in signature.outputs]
+    if rule and len(rule) != len(RULE_OUTPUTS):
+        raise GatewayError(
+            "serving_error",
+            f"model version {version} has abstain outputs {rule} but not "
+            f"{sorted(set(RULE_OUTPUTS) - set(rule))}",
         )
     name, info = next(iter(signature.inputs.items()))
     dims = [d.size for d in info.tensor_shape.dim]
@@ -114,6 +136,7 @@ def parse_signature(version: int, signature: object) -> InputSpec:
         width=int(dims[2]),
         channels=3,
         num_classes=num_classes,
+        has_rule=bool(rule),
     )
 
 
@@ -200,4 +223,14 @@ def _describe(selector: VersionSelector) -> str:
     return "latest"
 
 
-__all__ = ["CLASSES", "PROBABILITIES", "InputSpec", "ModelInfo", "parse_signature"]
+__all__ = [
+    "ABSTAIN",
+    "ABSTAIN_REASON",
+    "CLASSES",
+    "KNOWN_PROBABILITY",
+    "PROBABILITIES",
+    "RULE_OUTPUTS",
+    "InputSpec",
+    "ModelInfo",
+    "parse_signature",
+]

@@ -41,6 +41,27 @@ def _schemas() -> dict:
             "probability": {"type": "number", "minimum": 0, "maximum": 1},
         },
     }
+    only_with_rule = " Present only when the answering version has an abstain rule."
+    decision = {
+        "abstain": {
+            "type": "boolean",
+            "description": "true: the version is not sure enough to file this image "
+            "(the model's `abstain` output)." + only_with_rule,
+        },
+        "abstain_reason": {
+            "type": ["string", "null"],
+            "enum": ["not_a_known_category", "low_confidence", None],
+            "description": "why it abstains, null when it does not; not_a_known_category is "
+            "checked first." + only_with_rule,
+        },
+        "known_probability": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "calibrated probability that the image is one of the version's "
+            "labels (1.0 for a version without an off-category class)." + only_with_rule,
+        },
+    }
     prediction = {
         "type": "object",
         "required": ["label", "class_id", "confidence", "top_k"],
@@ -49,6 +70,7 @@ def _schemas() -> dict:
             "class_id": {"type": "integer", "minimum": 0},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
             "top_k": {"type": "array", "items": _ref("TopK")},
+            **decision,
         },
     }
     error_body = {
@@ -80,6 +102,7 @@ def _schemas() -> dict:
             "class_id": {"type": "integer"},
             "confidence": {"type": "number"},
             "top_k": {"type": "array", "items": _ref("TopK")},
+            **decision,
             "error": _ref("ErrorBody"),
         },
         "description": "either the prediction fields or error",

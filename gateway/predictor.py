@@ -6,7 +6,9 @@ resizing). Decoded images are stacked and sent in Predict calls of at most ``PRE
 images. The first call asks for the requested version (or the latest); later calls of the same
 request are pinned to the version that answered the first, so every item of a response is
 labelled by one version. Labels come from the ``classes`` output of the same Predict response
-(docs/CONTRACTS.md section 2): the gateway holds no label list.
+(docs/CONTRACTS.md section 2): the gateway holds no label list. Likewise the abstain decision:
+when the version's signature has the rule's outputs, each classification carries ``abstain``,
+``abstain_reason`` and ``known_probability`` from the same response; otherwise it has none.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ import numpy as np
 import preprocessing
 from gateway.errors import GatewayError, from_image_error
 from gateway.metrics import Metrics
-from gateway.model_info import CLASSES, PROBABILITIES, InputSpec, ModelInfo
+from gateway.model_info import (
+    ABSTAIN,
+    ABSTAIN_REASON,
+    CLASSES,
+    KNOWN_PROBABILITY,
+    PROBABILITIES,
+    RULE_OUTPUTS,
+    InputSpec,
+    ModelInfo,
+)
 from gateway.serving_client import LATEST, PredictResult, ServingClient, VersionSelector
 from gateway.settings import Settings
 
@@ -39,21 +50,39 @@ class Classification:
         confidence: top-1 probability, 0..1.
         top_k: the ``k`` most probable classes, most probable first, as
             ``{"label", "class_id", "probability"}`` dicts.
+        abstain: the version is not sure enough to file the image; ``None`` when the version
+            has no abstain rule.
+        abstain_reason: ``"low_confidence"`` or ``"not_a_known_category"`` when abstaining,
+            else ``None``.
+        known_probability: the version's probability that the image is one of its labels, 0..1;
+            ``None`` without a rule.
     """
 
     label: str
     class_id: int
     confidence: float
     top_k: list[dict]
+    abstain: bool | None = None
+    abstain_reason: str | None = None
+    known_probability: float | None = None
 
     def as_json(self) -> dict:
-        """The contract's prediction object (docs/CONTRACTS.md section 4)."""
-        return {
+        """The contract's prediction object (docs/CONTRACTS.md section 4).
+
+        The ``abstain``, ``abstain_reason`` (``null`` when filed) and ``known_probability`` keys
+        are present only for a version with an abstain rule.
+        """
+        body = {
             "label": self.label,
             "class_id": self.class_id,
             "confidence": self.confidence,
             "top_k": self.top_k,
         }
+        if self.abstain is not None:
+            body["abstain"] = self.abstain
+            body["abstain_reason"] = self.abstain_reason
+            body["known_probability"] = self.known_probability
+        return body
 
 
 @dataclass(frozen=True)
@@ -80,7 +109,10 @@ class Answer:
 
 
 def classify_rows(
-    probabilities: np.ndarray, classes: np.ndarray, top_k: int
+    probabilities: np.ndarray,
+    classes: np.ndarray,
+    top_k: int,
+    rule: dict[str, np.ndarray] | None = None,
 ) -> list[Classification]:
     """Turn Predict outputs into labelled top-k lists.
 
@@ -89,12 +121,14 @@ def classify_rows(
         classes: bytes objects ``(n, num_classes)``; ``classes[i][j]`` names
             ``probabilities[i][j]``.
         top_k: list length wanted; capped at ``num_classes``.
+        rule: for a version with an abstain rule, its outputs ``abstain`` bool ``(n,)``,
+            ``abstain_reason`` bytes ``(n,)`` and ``known_probability`` float ``(n,)``.
 
     Returns:
         ``n`` classifications in row order. Ties keep the lower class id first.
 
     Raises:
-        GatewayError: ``serving_error`` if the two outputs' shapes disagree.
+        GatewayError: ``serving_error`` if the outputs' shapes disagree.
     """
     if probabilities.ndim != 2 or probabilities.shape != classes.shape:
         raise GatewayError(
@@ -102,6 +136,13 @@ def classify_rows(
             f"model outputs disagree: probabilities "
             f"{list(probabilities.shape)}, classes {list(classes.shape)}",
         )
+    if rule is not None:
+        shapes = {key: list(np.shape(value)) for key, value in rule.items()}
+        if any(shape != [len(probabilities)] for shape in shapes.values()):
+            raise GatewayError(
+                "serving_error",
+                f"model outputs disagree: probabilities {list(probabilities.shape)}, {shapes}",
+            )
     k = min(top_k, probabilities.shape[1])
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     results = []
@@ -114,12 +155,21 @@ def classify_rows(
             }
             for j in ids
         ]
+        decision = {}
+        if rule is not None:
+            reason = _text(rule[ABSTAIN_REASON][row])
+            decision = {
+                "abstain": bool(rule[ABSTAIN][row]),
+                "abstain_reason": reason or None,
+                "known_probability": float(rule[KNOWN_PROBABILITY][row]),
+            }
         results.append(
             Classification(
                 label=top[0]["label"],
                 class_id=top[0]["class_id"],
                 confidence=top[0]["probability"],
                 top_k=top,
+                **decision,
             )
         )
     return results
@@ -178,11 +228,25 @@ class Predictor:
         result = self._client.predict(
             {spec.name: batch.astype(spec.dtype, copy=False)},
             selector=selector,
-            output_filter=[PROBABILITIES, CLASSES],
+            output_filter=list(spec.outputs),
         )
         self._metrics.answered.labels(version=str(result.version)).inc()
+        if (
+            result.version != spec.version
+            and self._info.refresh(selector).has_rule != spec.has_rule
+        ):
+            # Another version answered and it has (or lacks) the abstain outputs that were not
+            # asked for: fail as serving_error, so classify() retries with its signature.
+            raise GatewayError(
+                "serving_error",
+                f"version {result.version} answered with a signature other than version "
+                f"{spec.version}'s",
+            )
         try:
-            rows = classify_rows(result.outputs[PROBABILITIES], result.outputs[CLASSES], top_k)
+            rule = {key: result.outputs[key] for key in RULE_OUTPUTS} if spec.has_rule else None
+            rows = classify_rows(
+                result.outputs[PROBABILITIES], result.outputs[CLASSES], top_k, rule
+            )
         except KeyError as exc:
             raise GatewayError("serving_error", f"Predict response lacks output {exc}") from None
         if len(rows) != len(batch):

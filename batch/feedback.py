@@ -62,6 +62,18 @@ class Correction:
 COLUMNS = tuple(f.name for f in fields(Correction))
 
 
+def _label_of(folder: str) -> str:
+    """The label a category folder holds (the job's label-to-folder rule, reversed)."""
+    try:
+        from contract.folders import folder_to_label
+    except ImportError:  # before the shared contract package: folders are the labels
+        return folder
+    try:
+        return folder_to_label(folder)
+    except ValueError:
+        return folder
+
+
 def _top_folder(path: Path, processed: Path) -> str | None:
     try:
         parts = path.relative_to(processed).parts
@@ -133,7 +145,7 @@ def find_corrections(processed: Path, ledger_path: Path) -> list[Correction]:
         found.append(
             Correction(
                 str(path),
-                label,
+                _label_of(label),
                 previous,
                 predicted,
                 confidence,

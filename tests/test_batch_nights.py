@@ -288,3 +288,36 @@ def test_photos_moved_by_hand_become_train_labels(stack, dirs, tmp_path):
     from training.extra_labels import training_record
 
     assert training_record(report)["added"] == 3  # what training_run.json and the card keep
+
+
+def test_a_run_without_gateway_still_writes_its_metrics(dirs, tmp_path):
+    """Exit 2 (gateway down): the textfile says so, and keeps the last success from the ledger."""
+    from batch.ledger import Ledger
+
+    dirs["results"].mkdir()
+    ledger = Ledger(dirs["results"] / "ledger.sqlite")
+    ledger.begin_run("20261201T020000Z-aaaaaa")
+    ledger.finish_run("20261201T020000Z-aaaaaa", 1, None)
+    ledger.close()
+    prom = tmp_path / "fashion_batch.prom"
+    proc = job(
+        dirs, "http://127.0.0.1:9", "--health-timeout", "0.5", "--metrics-textfile", str(prom)
+    )
+    assert proc.returncode == 2, proc.stderr
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=prom.read_text(), capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in prom.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert values["fashion_batch_last_run_exit_code"] == 2.0
+    db = sqlite3.connect(dirs["results"] / "ledger.sqlite")
+    finished = db.execute("SELECT finished_at FROM runs").fetchone()[0]
+    db.close()
+    assert values["fashion_batch_last_success_timestamp_seconds"] == pytest.approx(
+        datetime.fromisoformat(finished).timestamp(), abs=1e-3
+    )
+    assert values['fashion_batch_last_run_photos{outcome="filed"}'] == 0.0

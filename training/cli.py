@@ -20,6 +20,7 @@ from training.settings import (
     default_data_dir,
     default_weights,
 )
+from training.sources import OTHER_LABEL, SourcesConfig
 
 
 def _artifacts_arg(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +97,38 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=split.seed,
         help="seed of the split of a set without split folders (default %(default)s)",
+    )
+    plan = SourcesConfig()
+    p.add_argument(
+        "--extra-dir",
+        type=Path,
+        default=os.environ.get("FASHION_EXTRA_DIR") or None,
+        help="more folder-per-class photos of the same labels (env FASHION_EXTRA_DIR; "
+        "default none)",
+    )
+    p.add_argument(
+        "--offclass-dir",
+        type=Path,
+        default=os.environ.get("FASHION_OFFCLASS_DIR") or None,
+        help="folder-per-original-label photos of none of the labels, taught as the "
+        f"'{OTHER_LABEL}' class (env FASHION_OFFCLASS_DIR; default none)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=float,
+        default=plan.calibration,
+        help="fraction of each validation class (and of the extra photos not trained on) "
+        "kept for fitting the abstain rule only (default %(default)s)",
+    )
+    p.add_argument(
+        "--offclass-keep-out",
+        default=",".join(plan.offclass_keep_out_labels),
+        help="comma-separated off-category folders kept out whole, for evaluation only",
+    )
+    p.add_argument(
+        "--offclass-exclude",
+        default=",".join(plan.offclass_exclude),
+        help="comma-separated off-category folders not used at all (default %(default)s)",
     )
 
     d = TrainConfig()
@@ -175,6 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not weight the loss against the class imbalance",
     )
+    t.add_argument(
+        "--turn-probability",
+        type=float,
+        default=d.turn_probability,
+        help="chance a training image is turned 90/180/270 degrees (%(default)s)",
+    )
+    t.add_argument(
+        "--validate-turned",
+        action="store_true",
+        help="early stopping reads validation upright and once turned (seeded random turn)",
+    )
+    t.add_argument(
+        "--target-precision",
+        type=float,
+        default=d.target_precision,
+        help="precision of filed photos the abstain rule is fitted to reach (%(default)s)",
+    )
     t.add_argument("--seed", type=int, default=d.seed, help="(%(default)s)")
     t.add_argument(
         "--verbose",
@@ -220,7 +270,20 @@ def _prepare(args: argparse.Namespace) -> dict:
         raise ValueError("--top-classes and --classes apply to styles.csv and --labels-csv sets")
     from training.manifest import prepare
 
-    report = prepare(args.data_dir, args.artifacts, config)
+    plan = SourcesConfig(
+        calibration=args.calibration,
+        offclass_keep_out_labels=tuple(filter(None, args.offclass_keep_out.split(","))),
+        offclass_exclude=tuple(filter(None, args.offclass_exclude.split(","))),
+        seed=args.split_seed,
+    )
+    report = prepare(
+        args.data_dir,
+        args.artifacts,
+        config,
+        extra_dir=args.extra_dir,
+        offclass_dir=args.offclass_dir,
+        sources_config=plan,
+    )
     for item in report["rejected"]:
         print(f"rejected {item['path']}: {item['error']}", file=sys.stderr)
     return report
@@ -284,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
             translate=args.translate,
             patience=args.patience,
             class_weights=not args.no_class_weights,
+            turn_probability=args.turn_probability,
+            validate_turned=args.validate_turned,
+            target_precision=args.target_precision,
             seed=args.seed,
         )
         argv_record = ["python", "-m", "training", *(argv if argv is not None else sys.argv[1:])]

@@ -113,6 +113,12 @@ class TrainConfig:
         translate: maximum random shift, as a fraction of the side, of the training augmentation.
         patience: early-stopping patience in epochs (on validation loss, best weights restored).
         class_weights: weight classes inversely to their frequency in the training split.
+        turn_probability: chance that a training image is turned by 90, 180 or 270 degrees
+            (pixels), so turned photos get the upright answer; 0 = never.
+        validate_turned: early stopping reads each validation photo upright and once turned by
+            a seeded random quarter turn.
+        target_precision: share of filed photos that must be right on the calibration split
+            when the abstain rule's thresholds are fitted.
         seed: seed of every random generator (Python, NumPy, TensorFlow, Keras).
     """
 
@@ -131,6 +137,9 @@ class TrainConfig:
     translate: float = 0.1
     patience: int = 4
     class_weights: bool = True
+    turn_probability: float = 0.0
+    validate_turned: bool = False
+    target_precision: float = 0.97
     seed: int = 42
 
     def resolved_weights(self) -> str:

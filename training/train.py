@@ -5,7 +5,13 @@ last ``finetune_layers`` layers of the base are unfrozen (BatchNorm stays frozen
 mode) and training continues at a lower, cosine-decayed learning rate. Each phase stops early on
 validation loss and restores its best weights.
 
-Writes ``model.keras``, ``history.json`` and ``training_run.json`` into the artifacts folder.
+Training images are turned by a random quarter turn with ``turn_probability`` (so a photo
+stored sideways gets its upright answer in one pass), and off-category photos in the manifest
+(label ``_other``) are an extra, last output column. After training the abstain rule is fitted on
+the calibration split (:mod:`training.rule`).
+
+Writes ``model.keras``, ``history.json``, ``abstain_rule.json`` and ``training_run.json`` into
+the artifacts folder.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import numpy as np
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from training import dataset, extra_labels, model
+from training import dataset, extra_labels, model, rule
 from training.manifest import read_labels, read_manifest
-from training.settings import SPLITS, TrainConfig
+from training.settings import TrainConfig
+from training.sources import ALL_SPLITS, OTHER_LABEL
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -111,17 +118,28 @@ def train(
     labels = read_labels(artifacts_dir / "labels.txt")
     report_path = artifacts_dir / "prepare_report.json"
     prepare_report = json.loads(report_path.read_text()) if report_path.exists() else None
-    data_path = (prepare_report or {}).get("data_dir")
+    report = prepare_report or {}
     size = config.input_size
 
-    train_arrays = dataset.load_split(entries, labels, "train", size)
-    val_arrays = dataset.load_split(entries, labels, "validation", size)
+    columns = rule.model_classes(labels, entries)
+    train_arrays = dataset.load_split(entries, columns, "train", size)
+    val_arrays = dataset.load_split(
+        [e for e in entries if e.label in columns], columns, "validation", size
+    )
     if not len(train_arrays) or not len(val_arrays):
         raise ValueError("the manifest needs train and validation images; run prepare first")
-    k = len(labels)
+    if config.validate_turned:
+        val_arrays = dataset.with_one_turn(val_arrays, config.seed)
+    k = len(columns)
     augment = dataset.augmenter(config.zoom, config.translate, config.seed)
     train_ds = dataset.pipeline(
-        train_arrays, k, config.batch_size, shuffle=True, augment=augment, seed=config.seed
+        train_arrays,
+        k,
+        config.batch_size,
+        shuffle=True,
+        augment=augment,
+        seed=config.seed,
+        turn_probability=config.turn_probability,
     )
     val_ds = dataset.pipeline(val_arrays, k, config.batch_size)
     weights = class_weights(train_arrays.labels, k) if config.class_weights else None
@@ -146,12 +164,18 @@ def train(
 
     net.save(artifacts_dir / "model.keras")
     (artifacts_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    train_seconds = round(time.monotonic() - t0, 1)
+    fitted = rule.fit_rule(net, entries, labels, config.target_precision)
+    rule.write_rule(fitted, artifacts_dir)
     splits = {
         split: {
-            label: sum(1 for e in entries if e.split == split and e.label == label)
-            for label in labels
+            label: n
+            for label in columns
+            if (n := sum(1 for e in entries if e.split == split and e.label == label))
+            or label != OTHER_LABEL
         }
-        for split in SPLITS
+        for split in ALL_SPLITS
+        if split in ("train", "validation", "test") or any(e.split == split for e in entries)
     }
     record = {
         "command": shlex.join(argv if argv is not None else sys.argv),
@@ -163,12 +187,18 @@ def train(
         "keras_version": keras.__version__,
         "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "wall_time_seconds": round(time.monotonic() - t0, 1),
+        "train_seconds": train_seconds,
         "dataset": {
-            "path": data_path,
+            "path": report.get("data_dir"),
+            "extra_path": report.get("sources", {}).get("extra_dir"),
+            "offclass_path": report.get("sources", {}).get("offclass_dir"),
+            "offclass_origin": report.get("sources", {}).get("offclass_origin"),
             "splits": splits,
             "extra_labels": extra_labels.training_record(prepare_report),
         },
         "labels": labels,
+        "model_columns": columns,
+        "abstain_rule": fitted,
         "hyperparameters": config.hyperparameters(),
         "epochs_run": {"head": len(history["head"]["loss"]), "finetune": finetune_run},
         "best_validation": {

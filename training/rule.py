@@ -1,0 +1,188 @@
+"""Fits a trained model's abstain rule on the calibration split and writes ``abstain_rule.json``.
+
+The calibration split (see :mod:`training.sources`) is read by nothing else in training: early
+stopping and model selection use ``validation``. Each calibration photo is scored upright and
+turned 90, 180 and 270 degrees, because the rule has to hold for turned photos too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from training import calibration, dataset
+from training.manifest import Entry
+from training.sources import OTHER_LABEL
+
+RULE_FILENAME = "abstain_rule.json"
+"""The rule's file in the artifacts folder (the contract's ``RULE_FILENAME``)."""
+
+QUARTER_TURNS = (0, 1, 2, 3)
+"""Quarter turns each calibration photo is scored at."""
+
+
+def model_classes(labels: Sequence[str], entries: Sequence[Entry]) -> list[str]:
+    """The Keras model's output columns: the labels, then :data:`OTHER_LABEL` if trained on.
+
+    Args:
+        labels: the known labels (``labels.txt``).
+        entries: the manifest.
+
+    Returns:
+        Column names in column order.
+    """
+    has_other = any(e.label == OTHER_LABEL and e.split == "train" for e in entries)
+    return [*labels, OTHER_LABEL] if has_other else list(labels)
+
+
+def predict(net, arrays: dataset.SplitArrays, batch_size: int = 32) -> np.ndarray:
+    """Softmax rows of ``net`` for decoded images.
+
+    Args:
+        net: the Keras classifier (float32 0..255 input).
+        arrays: decoded images.
+        batch_size: images per forward pass.
+
+    Returns:
+        float32 ``(n, C)``.
+    """
+    out = [
+        net.predict_on_batch(arrays.images[i : i + batch_size].astype(np.float32))
+        for i in range(0, len(arrays), batch_size)
+    ]
+    return (
+        np.concatenate([np.asarray(o) for o in out]) if out else np.zeros((0, net.output_shape[-1]))
+    )
+
+
+def to_label_ids(y_columns: np.ndarray, other: int | None) -> np.ndarray:
+    """Maps model columns to label ids, ``-1`` for the off-category column.
+
+    Args:
+        y_columns: int ``(n,)`` true columns of the Keras model's softmax.
+        other: the off-category column, or None.
+
+    Returns:
+        int ``(n,)``: ``0..K-1`` (columns after ``other`` shifted down by one), ``-1`` for
+        off-category rows (the labels :func:`training.calibration.fit_thresholds` takes).
+    """
+    y = np.asarray(y_columns, dtype=np.int64).copy()
+    if other is None:
+        return y
+    off = y == other
+    y[y > other] -= 1
+    y[off] = -1
+    return y
+
+
+def apply(document: dict, p_raw: np.ndarray) -> calibration.RuleOutputs:
+    """Applies an ``abstain_rule.json`` document to Keras softmax rows, as the signature does.
+
+    Args:
+        document: the rule file's dict.
+        p_raw: float ``(n, C)`` softmax rows.
+
+    Returns:
+        The calibrated outputs.
+    """
+    return calibration.apply_rule(
+        p_raw,
+        temperature=document["temperature"],
+        other_class_index=document["other_class_index"],
+        min_known_probability=document["min_known_probability"],
+        min_confidence=document["min_confidence"],
+    )
+
+
+def fit_rule(
+    net,
+    entries: Sequence[Entry],
+    labels: Sequence[str],
+    target_precision: float,
+    *,
+    batch_size: int = 32,
+) -> dict:
+    """Fits the temperature and thresholds of ``net`` on the calibration split.
+
+    Falls back to the validation split when the manifest has no calibration split, and says so
+    in ``fitted_on`` (its figures are then met by construction).
+
+    Args:
+        net: the trained Keras classifier.
+        entries: the manifest.
+        labels: the known labels (``labels.txt``).
+        target_precision: required share of filed photos that are right (0..1].
+        batch_size: images per forward pass.
+
+    Returns:
+        The ``abstain_rule.json`` document (``schema_version`` 1).
+
+    Raises:
+        ValueError: neither split has photos.
+    """
+    columns = model_classes(labels, entries)
+    other = columns.index(OTHER_LABEL) if OTHER_LABEL in columns else None
+    split = "calibration" if any(e.split == "calibration" for e in entries) else "validation"
+    size = int(net.input_shape[1])
+    rows = [e for e in entries if e.split == split and e.label in columns]
+    if not rows:
+        raise ValueError(f"no {split} photo to fit the abstain rule on")
+    arrays = dataset.turned(dataset.load_split(rows, columns, split, size), QUARTER_TURNS)
+    p_raw = predict(net, arrays, batch_size)
+    y_columns = arrays.labels.astype(np.int64)
+    temperature = calibration.fit_temperature(p_raw, y_columns)
+    y = to_label_ids(y_columns, other)
+    before = calibration.split_known(p_raw, other)[0]
+    probabilities, known = calibration.split_known(
+        calibration.temperature_scale(p_raw, temperature), other
+    )
+    fit = calibration.fit_thresholds(probabilities, known, y, target_precision)
+    inside = y >= 0
+    ece = {
+        name: calibration.reliability(
+            p[inside].max(axis=1), p[inside].argmax(axis=1) == y[inside]
+        ).ece
+        for name, p in (("before", before), ("after", probabilities))
+    }
+    return {
+        "schema_version": 1,
+        "temperature": temperature,
+        "other_class_index": other,
+        "min_known_probability": fit.min_known_probability,
+        "min_confidence": fit.min_confidence,
+        "target_precision": target_precision,
+        "fitted_on": {
+            "split": split,
+            "held_out_from_training_and_selection": split == "calibration",
+            "images": len(rows),
+            "known_label_images": int(sum(e.label != OTHER_LABEL for e in rows)),
+            "off_category_images": int(sum(e.label == OTHER_LABEL for e in rows)),
+            "quarter_turns_degrees": [90 * k for k in QUARTER_TURNS],
+            "scored_rows": len(arrays),
+            "nll_before": calibration.negative_log_likelihood(p_raw, y_columns),
+            "nll_after": calibration.negative_log_likelihood(p_raw, y_columns, temperature),
+            "ece_before": ece["before"],
+            "ece_after": ece["after"],
+            "target_reached": fit.reached,
+            "precision": fit.precision,
+            "coverage": fit.coverage,
+        },
+    }
+
+
+def write_rule(document: dict, artifacts_dir: Path) -> Path:
+    """Writes ``abstain_rule.json`` into the artifacts folder.
+
+    Args:
+        document: from :func:`fit_rule`.
+        artifacts_dir: the folder.
+
+    Returns:
+        The file written.
+    """
+    path = Path(artifacts_dir) / RULE_FILENAME
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path

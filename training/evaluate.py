@@ -1,4 +1,11 @@
-"""``evaluate``: test-split metrics of the trained model, written as JSON plus two plots."""
+"""``evaluate``: test-split metrics of the trained model, written as JSON plus plots.
+
+Besides accuracy and per-class figures of the plain top-1 (over the known labels), a model with
+an abstain rule (``abstain_rule.json``) is judged on what the rule does with photos it never
+saw: precision and coverage of filing on the split upright, the same photos turned 90, 180 and
+270 degrees (pixels), the kept-out off-category photos (a random part of each label, and whole
+labels), calibration error before and after temperature scaling, and a precision-coverage curve.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-from training import dataset, plots
+from training import calibration, dataset, plots, rule
 from training.manifest import read_labels, read_manifest
+from training.sources import OTHER_LABEL
 
 SUMMARY_KEYS = ("precision", "recall", "f1", "support")
 """Keys of each per-class and averaged entry of ``metrics.json``."""
@@ -84,16 +92,26 @@ def evaluate(
     net = keras.models.load_model(model_path)
     labels = read_labels(artifacts_dir / "labels.txt")
     size = int(net.input_shape[1])
-    arrays = dataset.load_split(read_manifest(artifacts_dir / "manifest.csv"), labels, split, size)
+    entries = read_manifest(artifacts_dir / "manifest.csv")
+    arrays = dataset.load_split([e for e in entries if e.label in labels], labels, split, size)
     if not len(arrays):
         raise ValueError(f"the manifest has no {split} image")
-    probabilities = net.predict(
-        arrays.images.astype(np.float32), batch_size=batch_size, verbose=verbose
-    )
+    columns = rule.model_classes(labels, entries)
+    other = columns.index(OTHER_LABEL) if OTHER_LABEL in columns else None
+    p_raw = rule.predict(net, arrays, batch_size)
+    probabilities, _ = calibration.split_known(p_raw, other)
     result = metrics(arrays.labels, probabilities.argmax(axis=1), labels, split)
+    suffix = "" if split == "test" else f"_{split}"
+    rule_path = artifacts_dir / rule.RULE_FILENAME
+    if rule_path.is_file():
+        fitted = calibration.Rule.read(rule_path)
+        result.update(
+            judge_rule(net, fitted, entries, arrays, p_raw, columns, batch_size=batch_size)
+        )
+        plots.precision_coverage_png(result, artifacts_dir / f"precision_coverage{suffix}.png")
+        plots.reliability_png(result, artifacts_dir / f"reliability{suffix}.png")
     name = "metrics.json" if split == "test" else f"metrics_{split}.json"
     (artifacts_dir / name).write_text(json.dumps(result, indent=2) + "\n")
-    suffix = "" if split == "test" else f"_{split}"
     plots.confusion_matrix_png(result, artifacts_dir / f"confusion_matrix{suffix}.png")
     history_path = artifacts_dir / "history.json"
     if history_path.exists():
@@ -101,3 +119,138 @@ def evaluate(
             json.loads(history_path.read_text()), artifacts_dir / "training_curves.png"
         )
     return result
+
+
+BARS = {
+    "accuracy": 0.92,
+    "filed_precision": 0.95,
+    "coverage": 0.80,
+    "turned_filed_right": 0.70,
+    "off_category_filed_max": 0.30,
+}
+"""Issue 11's bars, checked in ``metrics.json`` (``bars``)."""
+
+
+def _curve(outcome: calibration.Outcome, y: np.ndarray, min_known: float | None) -> list[dict]:
+    """Precision-coverage as ``min_confidence`` moves, the rule's known test held fixed."""
+    score = outcome.probabilities.max(axis=1).copy()
+    if min_known is not None:
+        score[outcome.known < min_known] = -1.0
+    return calibration.precision_coverage_curve(score, outcome.predicted == y)
+
+
+def judge_rule(
+    net,
+    fitted: calibration.Rule,
+    entries: list,
+    arrays: dataset.SplitArrays,
+    p_raw: np.ndarray,
+    columns: list[str],
+    *,
+    batch_size: int = 32,
+) -> dict:
+    """The rule's figures on the evaluated split, its turned copies and the kept-out photos.
+
+    Args:
+        net: the Keras classifier.
+        fitted: its abstain rule.
+        entries: the manifest (for the ``offclass_random`` and ``offclass_labels`` splits).
+        arrays: the evaluated split's known-label photos, upright.
+        p_raw: float ``(n, C)`` the model's softmax rows for ``arrays``.
+        columns: the model's output columns.
+        batch_size: images per forward pass.
+
+    Returns:
+        ``{"rule", "filing" (upright), "turned" (per angle and overall), "off_category"
+        (per kept-out kind: filed rate, per original label), "unseen_mix" (upright plus every
+        kept-out off-category photo), "calibration" (ECE and reliability before/after),
+        "precision_coverage" (curves), "bars"}``.
+    """
+    y = arrays.labels
+    upright = fitted.apply(p_raw)
+    out: dict = {"rule": fitted.to_json(), "filing": calibration.filing_figures(upright, y)}
+    curves = {"upright": _curve(upright, y, fitted.min_known_probability)}
+
+    turned: dict = {}
+    right, seen = 0.0, 0
+    for k in (1, 2, 3):
+        images = dataset.SplitArrays(
+            np.ascontiguousarray(np.rot90(arrays.images, k, axes=(1, 2))), y, arrays.paths
+        )
+        p = rule.predict(net, images, batch_size)
+        o = fitted.apply(p)
+        figures = calibration.filing_figures(o, y)
+        figures["accuracy"] = float(
+            (calibration.split_known(p, fitted.other_class_index)[0].argmax(axis=1) == y).mean()
+        )
+        figures["filed_wrong"] = float((o.filed & (o.predicted != y)).mean())
+        turned[str(90 * k)] = figures
+        right += figures["filed_right"] * len(y)
+        seen += len(y)
+        curves[f"turned {90 * k}"] = _curve(o, y, fitted.min_known_probability)
+    turned["all"] = {
+        "filed_right": right / seen,
+        "accuracy": float(np.mean([turned[a]["accuracy"] for a in ("90", "180", "270")])),
+        "filed_wrong": float(np.mean([turned[a]["filed_wrong"] for a in ("90", "180", "270")])),
+    }
+    out["turned"] = turned
+
+    size = arrays.images.shape[1]
+    off: dict = {}
+    mix_p, mix_y = [p_raw], [y]
+    for split in ("offclass_random", "offclass_labels"):
+        rows = [e for e in entries if e.split == split and e.label == OTHER_LABEL]
+        if not rows:
+            continue
+        kept = dataset.load_split(rows, columns, split, size)
+        p = rule.predict(net, kept, batch_size)
+        o = fitted.apply(p)
+        origin = np.array([Path(path).parent.name for path in kept.paths])
+        off[split] = {
+            "n": len(rows),
+            "filed": float(o.filed.mean()),
+            "abstained": calibration.filing_figures(
+                o, np.full(len(rows), calibration.OFF_CATEGORY)
+            )["abstained"],
+            "filed_by_label": {
+                name: float(o.filed[origin == name].mean()) for name in sorted(set(origin))
+            },
+        }
+        mix_p.append(p)
+        mix_y.append(np.full(len(rows), calibration.OFF_CATEGORY))
+    out["off_category"] = off
+    if len(mix_p) > 1:
+        mix = fitted.apply(np.concatenate(mix_p))
+        out["unseen_mix"] = calibration.filing_figures(mix, np.concatenate(mix_y))
+
+    before = calibration.split_known(p_raw, fitted.other_class_index)[0]
+    after = upright.probabilities
+    cal: dict = {}
+    for name, p in (("before", before), ("after", after)):
+        ece, table = calibration.expected_calibration_error(p.max(axis=1), p.argmax(axis=1) == y)
+        cal[name] = {"ece": ece, "reliability": table}
+    cal["temperature"] = fitted.temperature
+    out["calibration"] = cal
+    out["precision_coverage"] = curves
+
+    accuracy = float((before.argmax(axis=1) == y).mean())
+    filing = out["filing"]
+    figures = {
+        "accuracy": accuracy,
+        "filed_precision": filing["precision"],
+        "coverage": filing["coverage"],
+        "turned_filed_right": turned["all"]["filed_right"],
+        **{f"off_category_filed_{s}": v["filed"] for s, v in off.items()},
+    }
+    passed = {
+        "accuracy": accuracy >= BARS["accuracy"],
+        "filed_precision": (filing["precision"] or 0) >= BARS["filed_precision"],
+        "coverage": (filing["coverage"] or 0) >= BARS["coverage"],
+        "turned_filed_right": figures["turned_filed_right"] >= BARS["turned_filed_right"],
+        **{
+            f"off_category_filed_{s}": v["filed"] <= BARS["off_category_filed_max"]
+            for s, v in off.items()
+        },
+    }
+    out["bars"] = {"thresholds": BARS, "figures": figures, "passed": passed}
+    return out

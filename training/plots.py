@@ -72,3 +72,70 @@ def training_curves_png(history: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def precision_coverage_png(metrics: dict, path: Path) -> None:
+    """Draws precision against coverage as the confidence threshold moves, with the rule's point.
+
+    Args:
+        metrics: a ``metrics.json`` dict with ``precision_coverage`` (curve name -> list of
+            ``{"threshold", "coverage", "precision"}``), ``filing`` and ``rule``.
+        path: output PNG file.
+    """
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
+    for name, curve in metrics["precision_coverage"].items():
+        ax.plot(
+            [c["coverage"] for c in curve],
+            [c["precision"] for c in curve],
+            marker="." if name == "upright" else None,
+            linewidth=2 if name == "upright" else 1,
+            label=name,
+        )
+    filing, fitted = metrics["filing"], metrics["rule"]
+    if filing["precision"] is not None:
+        ax.scatter(
+            [filing["coverage"]],
+            [filing["precision"]],
+            color="black",
+            zorder=3,
+            label=f"rule (min_confidence {fitted['min_confidence']:.2f})",
+        )
+    ax.axhline(fitted["target_precision"], color="grey", linestyle=":", label="target precision")
+    ax.set_xlabel("coverage (share of photos filed)")
+    ax.set_ylabel("precision (share of filed photos right)")
+    ax.set_title(f"{metrics['split']} split: precision-coverage at the abstain rule")
+    ax.set_xlim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def reliability_png(metrics: dict, path: Path) -> None:
+    """Draws the reliability diagram before and after temperature scaling.
+
+    Args:
+        metrics: a ``metrics.json`` dict with ``calibration``: ``{"before"|"after": {"ece",
+            "reliability": [{"confidence", "accuracy", "n"}]}, "temperature"}``.
+        path: output PNG file.
+    """
+    cal = metrics["calibration"]
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for name in ("before", "after"):
+        table = cal[name]["reliability"]
+        ax.plot(
+            [b["confidence"] for b in table],
+            [b["accuracy"] for b in table],
+            marker="o",
+            label=f"{name} (ECE {cal[name]['ece']:.3f})",
+        )
+    ax.set_xlabel("mean top-1 probability in bin")
+    ax.set_ylabel("accuracy in bin")
+    ax.set_title(f"{metrics['split']} split: reliability, temperature {cal['temperature']:.2f}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -6,6 +6,14 @@ BIN := $(VENV)/bin
 FASHION_DATA_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/clothing-dataset-small) data/clothing-dataset-small))
 FASHION_WEIGHTS_DIR ?= $(abspath $(firstword $(wildcard ../shared/weights) weights))
 export FASHION_DATA_DIR FASHION_WEIGHTS_DIR
+# Version 2's extra sources, passed to make train only (without them it uses the small set).
+FASHION_EXTRA_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/clothing-dataset-extra)))
+FASHION_OFFCLASS_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/clothing-offclass)))
+# The released model's recipe (seed 42 is the default); the model card records it.
+PREPARE_ARGS ?= $(if $(FASHION_EXTRA_DIR),--extra-dir "$(FASHION_EXTRA_DIR)") \
+  $(if $(FASHION_OFFCLASS_DIR),--offclass-dir "$(FASHION_OFFCLASS_DIR)") \
+  --calibration 0.5 --offclass-keep-out Blazer,Undershirt
+TRAIN_ARGS ?= --head-epochs 4 --finetune-epochs 12 --turn-probability 0.5 --validate-turned
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install system-deps k8s-client test lint run serve train export bench clean
@@ -46,8 +54,8 @@ lint: install
 	$(BIN)/ruff check .
 
 train: install
-	$(BIN)/python -m training prepare --data-dir "$(FASHION_DATA_DIR)"
-	$(BIN)/python -m training train
+	$(BIN)/python -m training prepare --data-dir "$(FASHION_DATA_DIR)" $(PREPARE_ARGS)
+	$(BIN)/python -m training train $(TRAIN_ARGS)
 	$(BIN)/python -m training evaluate
 
 export: install

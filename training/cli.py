@@ -234,6 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="Keras verbosity: 1 progress bar per epoch, 2 one line (%(default)s)",
     )
 
+    c = sub.add_parser(
+        "calibrate",
+        help="refit the abstain rule of model.keras on the calibration split",
+        description="Fit temperature and thresholds of model.keras on the calibration split "
+        "(upright and turned), write abstain_rule.json and calibration.json (train does this "
+        "too; this refits without training).",
+    )
+    _artifacts_arg(c)
+    c.add_argument(
+        "--target-precision",
+        type=float,
+        default=d.target_precision,
+        help="precision of filed photos the rule must reach (%(default)s)",
+    )
+
     e = sub.add_parser(
         "evaluate",
         help="score model.keras on the test split",
@@ -363,6 +378,12 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
         )
+        return 0
+    if args.command == "calibrate":
+        from training.rule import calibrate
+
+        document = calibrate(args.artifacts, args.target_precision)
+        print(json.dumps({k: v for k, v in document.items() if k != "fitted_on"}))
         return 0
     from training.evaluate import evaluate
 

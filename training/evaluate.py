@@ -104,10 +104,24 @@ def evaluate(
     suffix = "" if split == "test" else f"_{split}"
     rule_path = artifacts_dir / rule.RULE_FILENAME
     if rule_path.is_file():
-        fitted = calibration.Rule.read(rule_path)
+        document = json.loads(rule_path.read_text())
         result.update(
-            judge_rule(net, fitted, entries, arrays, p_raw, columns, batch_size=batch_size)
+            judge_rule(net, document, entries, arrays, p_raw, columns, batch_size=batch_size)
         )
+        if split == "test":
+            rule.write_record(
+                None,
+                artifacts_dir,
+                test={
+                    k: result[k]
+                    for k in ("filing", "turned", "off_category", "unseen_mix", "bars")
+                    if k in result
+                }
+                | {
+                    "accuracy": result["accuracy"],
+                    "ece": {k: result["calibration"][k]["ece"] for k in ("before", "after")},
+                },
+            )
         plots.precision_coverage_png(result, artifacts_dir / f"precision_coverage{suffix}.png")
         plots.reliability_png(result, artifacts_dir / f"reliability{suffix}.png")
     name = "metrics.json" if split == "test" else f"metrics_{split}.json"
@@ -131,17 +145,86 @@ BARS = {
 """Issue 11's bars, checked in ``metrics.json`` (``bars``)."""
 
 
-def _curve(outcome: calibration.Outcome, y: np.ndarray, min_known: float | None) -> list[dict]:
+def filing_figures(outputs: calibration.RuleOutputs, y: np.ndarray) -> dict:
+    """Precision and coverage of filing at a rule.
+
+    Args:
+        outputs: the rule's outputs for ``n`` photos.
+        y: int ``(n,)`` true label ids, ``-1`` for off-category photos.
+
+    Returns:
+        ``{"n", "filed", "precision" (right among filed; None if none filed), "coverage" (filed
+        among known-label photos), "filed_right" (filed under the right label, among known-label
+        photos), "filed_wrong" (filed under a wrong label, among all photos),
+        "off_category_filed" (filed among off-category photos), "abstained": {reason: count}}``;
+        a figure with an empty denominator is None.
+    """
+    y = np.asarray(y)
+    filed = ~outputs.abstain
+    predicted = outputs.probabilities.argmax(axis=1)
+    right = filed & (predicted == y)
+    inside = y >= 0
+    reasons, counts = np.unique(outputs.abstain_reason[~filed], return_counts=True)
+
+    def share(mask: np.ndarray, rows: np.ndarray) -> float | None:
+        return float(mask[rows].mean()) if rows.any() else None
+
+    return {
+        "n": len(y),
+        "filed": int(filed.sum()),
+        "precision": float(right.sum() / filed.sum()) if filed.any() else None,
+        "coverage": share(filed, inside),
+        "filed_right": share(right, inside),
+        "filed_wrong": float((filed & ~right).mean()) if len(y) else None,
+        "off_category_filed": share(filed, ~inside),
+        "abstained": {str(r): int(c) for r, c in zip(reasons, counts, strict=True)},
+    }
+
+
+def _curve(outputs: calibration.RuleOutputs, y: np.ndarray, min_known: float | None) -> dict:
     """Precision-coverage as ``min_confidence`` moves, the rule's known test held fixed."""
-    score = outcome.probabilities.max(axis=1).copy()
+    score = outputs.probabilities.max(axis=1).copy()
     if min_known is not None:
-        score[outcome.known < min_known] = -1.0
-    return calibration.precision_coverage_curve(score, outcome.predicted == y)
+        score[outputs.known_probability < min_known] = -1.0
+    y = np.asarray(y)
+    correct = (outputs.probabilities.argmax(axis=1) == y) & (score >= 0)
+    thresholds, precision, coverage = calibration.precision_coverage_curve(score, correct, y >= 0)
+    keep = thresholds >= 0
+    return {
+        "threshold": thresholds[keep].round(5).tolist(),
+        "precision": precision[keep].round(5).tolist(),
+        "coverage": coverage[keep].round(5).tolist(),
+    }
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def _reliability(confidence: np.ndarray, correct: np.ndarray) -> dict:
+    r = calibration.reliability(confidence, correct)
+    filled = r.count > 0
+    return {
+        "ece": r.ece,
+        "bins": [
+            {
+                "low": float(lo),
+                "high": float(hi),
+                "n": int(n),
+                "confidence": float(c),
+                "accuracy": float(a),
+            }
+            for lo, hi, n, c, a, f in zip(
+                r.edges[:-1], r.edges[1:], r.count, r.confidence, r.accuracy, filled, strict=True
+            )
+            if f
+        ],
+    }
 
 
 def judge_rule(
     net,
-    fitted: calibration.Rule,
+    document: dict,
     entries: list,
     arrays: dataset.SplitArrays,
     p_raw: np.ndarray,
@@ -153,7 +236,7 @@ def judge_rule(
 
     Args:
         net: the Keras classifier.
-        fitted: its abstain rule.
+        document: its ``abstain_rule.json``.
         entries: the manifest (for the ``offclass_random`` and ``offclass_labels`` splits).
         arrays: the evaluated split's known-label photos, upright.
         p_raw: float ``(n, C)`` the model's softmax rows for ``arrays``.
@@ -166,33 +249,32 @@ def judge_rule(
         kept-out off-category photo), "calibration" (ECE and reliability before/after),
         "precision_coverage" (curves), "bars"}``.
     """
-    y = arrays.labels
-    upright = fitted.apply(p_raw)
-    out: dict = {"rule": fitted.to_json(), "filing": calibration.filing_figures(upright, y)}
-    curves = {"upright": _curve(upright, y, fitted.min_known_probability)}
+    y = arrays.labels.astype(np.int64)
+    min_known = document["min_known_probability"]
+    upright = rule.apply(document, p_raw)
+    out: dict = {"rule": document, "filing": filing_figures(upright, y)}
+    curves = {"upright": _curve(upright, y, min_known)}
 
     turned: dict = {}
-    right, seen = 0.0, 0
     for k in (1, 2, 3):
         images = dataset.SplitArrays(
             np.ascontiguousarray(np.rot90(arrays.images, k, axes=(1, 2))), y, arrays.paths
         )
         p = rule.predict(net, images, batch_size)
-        o = fitted.apply(p)
-        figures = calibration.filing_figures(o, y)
-        figures["accuracy"] = float(
-            (calibration.split_known(p, fitted.other_class_index)[0].argmax(axis=1) == y).mean()
-        )
-        figures["filed_wrong"] = float((o.filed & (o.predicted != y)).mean())
+        o = rule.apply(document, p)
+        figures = filing_figures(o, y)
+        plain = calibration.split_known(p, document["other_class_index"])[0]
+        figures["accuracy"] = float((plain.argmax(axis=1) == y).mean())
         turned[str(90 * k)] = figures
-        right += figures["filed_right"] * len(y)
-        seen += len(y)
-        curves[f"turned {90 * k}"] = _curve(o, y, fitted.min_known_probability)
+        curves[f"turned {90 * k}"] = _curve(o, y, min_known)
+    angles = ("90", "180", "270")
     turned["all"] = {
-        "filed_right": right / seen,
-        "accuracy": float(np.mean([turned[a]["accuracy"] for a in ("90", "180", "270")])),
-        "filed_wrong": float(np.mean([turned[a]["filed_wrong"] for a in ("90", "180", "270")])),
+        key: _mean_or_none([turned[a][key] for a in angles])
+        for key in ("filed_right", "filed_wrong", "accuracy", "coverage")
     }
+    filed = sum(turned[a]["filed"] for a in angles)
+    right = sum((turned[a]["filed_right"] or 0.0) * turned[a]["n"] for a in angles)
+    turned["all"]["precision"] = right / filed if filed else None
     out["turned"] = turned
 
     size = arrays.images.shape[1]
@@ -204,33 +286,32 @@ def judge_rule(
             continue
         kept = dataset.load_split(rows, columns, split, size)
         p = rule.predict(net, kept, batch_size)
-        o = fitted.apply(p)
+        o = rule.apply(document, p)
+        filed = ~o.abstain
         origin = np.array([Path(path).parent.name for path in kept.paths])
         off[split] = {
             "n": len(rows),
-            "filed": float(o.filed.mean()),
-            "abstained": calibration.filing_figures(
-                o, np.full(len(rows), calibration.OFF_CATEGORY)
-            )["abstained"],
+            "filed": float(filed.mean()),
+            "abstained": filing_figures(o, np.full(len(rows), -1))["abstained"],
             "filed_by_label": {
-                name: float(o.filed[origin == name].mean()) for name in sorted(set(origin))
+                name: float(filed[origin == name].mean()) for name in sorted(set(origin))
             },
         }
         mix_p.append(p)
-        mix_y.append(np.full(len(rows), calibration.OFF_CATEGORY))
+        mix_y.append(np.full(len(rows), -1))
     out["off_category"] = off
     if len(mix_p) > 1:
-        mix = fitted.apply(np.concatenate(mix_p))
-        out["unseen_mix"] = calibration.filing_figures(mix, np.concatenate(mix_y))
+        mix = rule.apply(document, np.concatenate(mix_p))
+        out["unseen_mix"] = filing_figures(mix, np.concatenate(mix_y))
 
-    before = calibration.split_known(p_raw, fitted.other_class_index)[0]
-    after = upright.probabilities
-    cal: dict = {}
-    for name, p in (("before", before), ("after", after)):
-        ece, table = calibration.expected_calibration_error(p.max(axis=1), p.argmax(axis=1) == y)
-        cal[name] = {"ece": ece, "reliability": table}
-    cal["temperature"] = fitted.temperature
-    out["calibration"] = cal
+    before = calibration.split_known(p_raw, document["other_class_index"])[0]
+    out["calibration"] = {
+        "temperature": document["temperature"],
+        **{
+            name: _reliability(p.max(axis=1), p.argmax(axis=1) == y)
+            for name, p in (("before", before), ("after", upright.probabilities))
+        },
+    }
     out["precision_coverage"] = curves
 
     accuracy = float((before.argmax(axis=1) == y).mean())

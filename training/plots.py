@@ -78,16 +78,15 @@ def precision_coverage_png(metrics: dict, path: Path) -> None:
     """Draws precision against coverage as the confidence threshold moves, with the rule's point.
 
     Args:
-        metrics: a ``metrics.json`` dict with ``precision_coverage`` (curve name -> list of
-            ``{"threshold", "coverage", "precision"}``), ``filing`` and ``rule``.
+        metrics: a ``metrics.json`` dict with ``precision_coverage`` (curve name ->
+            ``{"threshold", "coverage", "precision"}`` lists), ``filing`` and ``rule``.
         path: output PNG file.
     """
     fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
     for name, curve in metrics["precision_coverage"].items():
         ax.plot(
-            [c["coverage"] for c in curve],
-            [c["precision"] for c in curve],
-            marker="." if name == "upright" else None,
+            curve["coverage"],
+            curve["precision"],
             linewidth=2 if name == "upright" else 1,
             label=name,
         )
@@ -117,14 +116,14 @@ def reliability_png(metrics: dict, path: Path) -> None:
 
     Args:
         metrics: a ``metrics.json`` dict with ``calibration``: ``{"before"|"after": {"ece",
-            "reliability": [{"confidence", "accuracy", "n"}]}, "temperature"}``.
+            "bins": [{"confidence", "accuracy", "n"}]}, "temperature"}``.
         path: output PNG file.
     """
     cal = metrics["calibration"]
     fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
     for name in ("before", "after"):
-        table = cal[name]["reliability"]
+        table = cal[name]["bins"]
         ax.plot(
             [b["confidence"] for b in table],
             [b["accuracy"] for b in table],

@@ -20,6 +20,13 @@ from training.sources import OTHER_LABEL
 RULE_FILENAME = "abstain_rule.json"
 """The rule's file in the artifacts folder (the contract's ``RULE_FILENAME``)."""
 
+RECORD_FILENAME = "calibration.json"
+"""How the rule was fitted and how it does, beside the model; export copies it into the card."""
+
+CHOICES_FILE = Path(__file__).with_name("choices.json")
+"""What was tried for the released recipe and what each choice bought on validation (committed,
+measured by hand with the commands it names); copied into ``calibration.json``."""
+
 QUARTER_TURNS = (0, 1, 2, 3)
 """Quarter turns each calibration photo is scored at."""
 
@@ -186,3 +193,54 @@ def write_rule(document: dict, artifacts_dir: Path) -> Path:
     path = Path(artifacts_dir) / RULE_FILENAME
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
+
+
+def write_record(document: dict, artifacts_dir: Path, **sections: dict) -> Path:
+    """Writes or updates ``calibration.json``: the fit, the recipe's choices, later sections.
+
+    Args:
+        document: the rule (from :func:`fit_rule`), or None to keep the recorded one.
+        artifacts_dir: the folder.
+        **sections: extra top-level sections (e.g. ``test=`` from evaluate), replacing any of
+            the same name.
+
+    Returns:
+        The file written.
+    """
+    path = Path(artifacts_dir) / RECORD_FILENAME
+    record = json.loads(path.read_text()) if path.exists() else {}
+    if document is not None:
+        record["rule"] = {k: v for k, v in document.items() if k != "fitted_on"}
+        record["fitted_on"] = document.get("fitted_on")
+        record["choices"] = json.loads(CHOICES_FILE.read_text()) if CHOICES_FILE.exists() else None
+    record.update(sections)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def calibrate(artifacts_dir: Path, target_precision: float, *, batch_size: int = 32) -> dict:
+    """Refits the abstain rule of ``model.keras`` without training again.
+
+    Args:
+        artifacts_dir: holds ``model.keras``, ``manifest.csv``, ``labels.txt``.
+        target_precision: required share of filed photos that are right (0..1].
+        batch_size: images per forward pass.
+
+    Returns:
+        The rule document written to ``abstain_rule.json`` (and into ``calibration.json``).
+
+    Raises:
+        FileNotFoundError: no model, manifest or labels.
+    """
+    import keras
+
+    from training.manifest import read_labels, read_manifest
+
+    artifacts_dir = Path(artifacts_dir)
+    net = keras.models.load_model(artifacts_dir / "model.keras")
+    entries = read_manifest(artifacts_dir / "manifest.csv")
+    labels = read_labels(artifacts_dir / "labels.txt")
+    document = fit_rule(net, entries, labels, target_precision, batch_size=batch_size)
+    write_rule(document, artifacts_dir)
+    write_record(document, artifacts_dir)
+    return document

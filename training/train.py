@@ -167,6 +167,7 @@ def train(
     train_seconds = round(time.monotonic() - t0, 1)
     fitted = rule.fit_rule(net, entries, labels, config.target_precision)
     rule.write_rule(fitted, artifacts_dir)
+    rule.write_record(fitted, artifacts_dir)
     splits = {
         split: {
             label: n

@@ -1,8 +1,14 @@
 """Turning one ``/predict_batch`` item into a decision: where the file goes, or that it waits.
 
 Pure functions, no I/O. The rules are docs/CONTRACTS.md section 5: an item error with an
-input-kind code goes to quarantine; a prediction below the confidence threshold goes to
-``_uncertain``; anything else that is not a prediction waits in incoming for the next run.
+input-kind code goes to quarantine; a prediction the model version abstains on goes to
+``_uncertain`` with the version's reason; anything else that is not a prediction waits in incoming
+for the next run. Which predictions are uncertain:
+
+- ``--min-confidence X`` given: top-1 confidence below ``X`` (reason ``low_confidence``); the
+  version's own rule is ignored;
+- otherwise the version's rule, i.e. the prediction's ``abstain`` and ``abstain_reason``;
+- a version without a rule (no ``abstain`` key): top-1 below :data:`DEFAULT_MIN_CONFIDENCE`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,11 @@ QUARANTINE_CODES = frozenset(
 """Item error codes that mean the file itself is bad (CONTRACTS.md section 5): quarantine."""
 
 UNCERTAIN_FOLDER = "_uncertain"
-"""Sub-folder of ``--processed`` for predictions below ``--min-confidence``."""
+"""Sub-folder of ``--processed`` for the predictions the job does not file under a label."""
+DEFAULT_MIN_CONFIDENCE = 0.5
+"""Top-1 threshold for a version without an abstain rule when ``--min-confidence`` is not set."""
+LOW_CONFIDENCE = "low_confidence"
+"""The reason recorded for a top-1 below a plain threshold (the contract's reason name)."""
 
 _SAFE_LABEL = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -40,6 +50,10 @@ class Decision:
         top3: ``label:probability`` pairs joined with ``;`` (4 decimals), else None.
         error_code: the item's error code (quarantine / retry), else None.
         error_message: the item's error message, else None.
+        abstain_reason: why the file goes to ``_uncertain`` (``low_confidence``,
+            ``not_a_known_category``, or another reason the version gave), else None.
+        known_probability: the version's probability that the photo is one of its labels, when
+            the version has a rule, else None.
     """
 
     outcome: str
@@ -48,6 +62,8 @@ class Decision:
     top3: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    abstain_reason: str | None = None
+    known_probability: float | None = None
 
 
 def folder_name(label: str) -> str:
@@ -63,16 +79,19 @@ def folder_name(label: str) -> str:
     return name or "unnamed"
 
 
-def decide(item: dict[str, Any], min_confidence: float) -> Decision:
+def decide(item: dict[str, Any], min_confidence: float | None = None) -> Decision:
     """Decides the fate of one ``predictions[i]`` object.
 
     Args:
-        item: a prediction (``label``, ``confidence``, ``top_k``) or ``{"error": {code,
-            message}}`` as in CONTRACTS.md section 4.
-        min_confidence: threshold in [0, 1]; a confidence strictly below it is uncertain.
+        item: a prediction (``label``, ``confidence``, ``top_k`` and, from a version with an
+            abstain rule, ``abstain``, ``abstain_reason``, ``known_probability``) or
+            ``{"error": {code, message}}`` as in CONTRACTS.md section 4.
+        min_confidence: ``--min-confidence``: a plain top-1 threshold in [0, 1] that replaces
+            the version's rule (a confidence strictly below it is uncertain); ``None`` = the
+            version's rule, or :data:`DEFAULT_MIN_CONFIDENCE` for a version without one.
 
     Returns:
-        The decision.
+        The decision; a prediction whose fields do not parse is ``retry`` (``bad_response``).
     """
     error = item.get("error")
     if error is not None:
@@ -87,9 +106,25 @@ def decide(item: dict[str, Any], min_confidence: float) -> Decision:
             f"{k.get('label')}:{float(k.get('probability', 0.0)):.4f}"
             for k in (item.get("top_k") or [])[:3]
         )
+        known = item.get("known_probability")
+        known = None if known is None else float(known)
+        abstain = item.get("abstain")
+        if abstain is not None and not isinstance(abstain, bool):
+            raise TypeError("abstain is not a boolean")
     except (AttributeError, KeyError, TypeError, ValueError):
         return Decision(
             "retry", error_code="bad_response", error_message=f"malformed prediction: {item!r:.200}"
         )
-    outcome = "category" if confidence >= min_confidence else "uncertain"
-    return Decision(outcome, category=label, confidence=confidence, top3=top3 or None)
+    if min_confidence is not None or abstain is None:
+        threshold = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
+        reason = LOW_CONFIDENCE if confidence < threshold else None
+    else:
+        reason = (str(item.get("abstain_reason") or "") or "abstain") if abstain else None
+    return Decision(
+        "uncertain" if reason else "category",
+        category=label,
+        confidence=confidence,
+        top3=top3 or None,
+        abstain_reason=reason,
+        known_probability=known,
+    )

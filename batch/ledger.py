@@ -11,7 +11,7 @@ it announces, so a SIGKILL between any two steps leaves enough to finish or undo
 - ``discovered``: seen in incoming with this sha256; not (successfully) classified yet. A
   gateway/serving failure leaves the row here with ``error_code`` set: the next run re-sends it.
 - ``classified``: the gateway's answer is stored (``outcome`` = ``category``, ``uncertain`` or
-  ``quarantine``); it is never sent again.
+  ``quarantine``; for ``uncertain`` the ``abstain_reason``); it is never sent again.
 - ``moving``: ``destination`` is chosen and recorded; the move may or may not have happened.
 - ``filed`` / ``quarantined`` / ``vanished``: terminal.
 
@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS files (
     confidence REAL,
     top3 TEXT,
     model_version INTEGER,
+    abstain_reason TEXT,
+    known_probability REAL,
     error_code TEXT,
     error_message TEXT,
     destination TEXT,
@@ -79,6 +81,8 @@ CREATE TABLE IF NOT EXISTS runs (
 
 
 _PATH_COLUMNS = ("source", "destination")
+_ADDED_COLUMNS = (("abstain_reason", "TEXT"), ("known_probability", "REAL"))
+"""Columns added after the first release: a ledger written before them gets them on open."""
 
 
 def _db_path(path: str | None) -> str | bytes | None:
@@ -130,6 +134,8 @@ class FileRow:
     confidence: float | None
     top3: str | None
     model_version: int | None
+    abstain_reason: str | None
+    known_probability: float | None
     error_code: str | None
     error_message: str | None
     destination: str | None
@@ -158,6 +164,10 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        present = {r["name"] for r in self._db.execute("PRAGMA table_info(files)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in present:  # ADD COLUMN appends; rows are read by name
+                self._db.execute(f"ALTER TABLE files ADD COLUMN {name} {kind}")
 
     def journal_mode(self) -> str:
         """SQLite's journal mode in use (``wal`` for a file, ``memory`` for ``:memory:``)."""
@@ -271,7 +281,8 @@ class Ledger:
             self._db.execute(
                 "UPDATE files SET sha256 = ?, size_bytes = ?, state = 'discovered', "
                 "outcome = NULL, category = NULL, confidence = NULL, top3 = NULL, "
-                "model_version = NULL, error_code = NULL, error_message = NULL, "
+                "model_version = NULL, abstain_reason = NULL, known_probability = NULL, "
+                "error_code = NULL, error_message = NULL, "
                 "last_run = ?, updated_at = ? WHERE id = ?",
                 (sha256, size_bytes, run_id, now, row.id),
             )
@@ -289,11 +300,18 @@ class Ledger:
         error_code: str | None,
         error_message: str | None,
         run_id: str,
+        abstain_reason: str | None = None,
+        known_probability: float | None = None,
     ) -> None:
-        """Stores the gateway's final answer for a file (state ``classified``)."""
+        """Stores the gateway's final answer for a file (state ``classified``).
+
+        ``abstain_reason`` is why an ``uncertain`` file is not filed under its label;
+        ``known_probability`` is the version's, when it has an abstain rule.
+        """
         self._db.execute(
             "UPDATE files SET state = 'classified', outcome = ?, category = ?, confidence = ?, "
-            "top3 = ?, model_version = ?, error_code = ?, error_message = ?, "
+            "top3 = ?, model_version = ?, abstain_reason = ?, known_probability = ?, "
+            "error_code = ?, error_message = ?, "
             "attempts = attempts + 1, last_run = ?, updated_at = ? WHERE id = ?",
             (
                 outcome,
@@ -301,6 +319,8 @@ class Ledger:
                 confidence,
                 top3,
                 model_version,
+                _db_text(abstain_reason),
+                known_probability,
                 error_code,
                 _db_text(error_message),
                 run_id,

@@ -43,9 +43,15 @@ COLUMNS = [
     "size_bytes",
     "timestamp",
     "error",
+    "abstain_reason",
+    "known_probability",
 ]
 """CSV columns, in order. ``error`` is ``code: message``; ``timestamp`` is the row's last
-ledger change (ISO 8601 UTC); ``confidence`` is the top-1 probability in [0, 1]."""
+ledger change (ISO 8601 UTC); ``confidence`` is the top-1 probability in [0, 1];
+``abstain_reason`` says why an ``uncertain`` file was not filed under its label
+(``not_a_known_category``, ``low_confidence``; empty otherwise); ``known_probability`` is the
+model version's probability that the photo is one of its labels (empty for a version without
+an abstain rule)."""
 
 STATUSES = (
     "filed",
@@ -122,10 +128,29 @@ def build_table(
                 "error": error.encode("utf-8", "surrogateescape").decode(
                     "utf-8", "backslashreplace"
                 ),
+                "abstain_reason": _reason(r, status),
+                "known_probability": r.known_probability,
             }
         )
     table = pd.DataFrame.from_records(records, columns=COLUMNS)
-    return table.astype({"model_version": "Int64", "size_bytes": "Int64", "confidence": "float64"})
+    return table.astype(
+        {
+            "model_version": "Int64",
+            "size_bytes": "Int64",
+            "confidence": "float64",
+            "known_probability": "float64",
+        }
+    )
+
+
+UNRECORDED_REASON = "unrecorded"
+"""Reason shown for an uncertain row classified before the ledger recorded reasons."""
+
+
+def _reason(row: FileRow, status: str) -> str:
+    if status not in ("uncertain", "would_be_uncertain"):
+        return ""
+    return row.abstain_reason or UNRECORDED_REASON
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -178,16 +203,19 @@ def summarise(
 
     Returns:
         ``counts_by_status``, ``counts_by_category`` (filed rows by label; uncertain under
-        ``_uncertain``), ``confidence`` statistics (count, mean, std, min, p25, median, p75,
-        max, over rows with a prediction), ``model_versions``, ``duration_seconds``,
-        ``images_sent`` and ``images_per_second`` (images answered / duration).
+        ``_uncertain``), ``uncertain_by_reason`` (``_uncertain`` rows per abstain reason, e.g.
+        ``{"low_confidence": 3, "not_a_known_category": 1}``), ``confidence`` statistics
+        (count, mean, std, min, p25, median, p75, max, over rows with a prediction),
+        ``model_versions``, ``duration_seconds``, ``images_sent`` and ``images_per_second``
+        (images answered / duration).
     """
     by_status = {k: int(v) for k, v in table["status"].value_counts().sort_index().items()}
     filed = table[table["status"].isin(["filed", "would_file"])]
     by_category = {k: int(v) for k, v in filed["category"].value_counts().sort_index().items()}
-    uncertain = int(table["status"].isin(["uncertain", "would_be_uncertain"]).sum())
-    if uncertain:
-        by_category["_uncertain"] = uncertain
+    unsure = table[table["status"].isin(["uncertain", "would_be_uncertain"])]
+    if len(unsure):
+        by_category["_uncertain"] = len(unsure)
+    by_reason = {k: int(v) for k, v in unsure["abstain_reason"].value_counts().sort_index().items()}
     conf = table["confidence"].dropna()
     stats: dict[str, float | int | None] = {"count": int(conf.size)}
     for name, value in (
@@ -208,6 +236,7 @@ def summarise(
         "files": len(table),
         "counts_by_status": by_status,
         "counts_by_category": by_category,
+        "uncertain_by_reason": by_reason,
         "confidence": stats,
         "model_versions": versions,
         "duration_seconds": round(duration, 3),
@@ -270,6 +299,12 @@ def _html(table: pd.DataFrame, summary: dict[str, Any], has_histogram: bool) -> 
     statuses = pd.DataFrame(
         sorted(summary["counts_by_status"].items()), columns=["status", "files"]
     )
+    reasons = pd.DataFrame(
+        sorted(summary.get("uncertain_by_reason", {}).items()), columns=["reason", "images"]
+    )
+    rule = summary.get("uncertain_rule")
+    rule_line = f"<p>{html.escape(str(rule))}</p>" if rule else ""
+    reason_table = reasons.to_html(index=False) if len(reasons) else "<p>None.</p>"
     thumbs = []
     for status in ("uncertain", "would_be_uncertain", "quarantined", "would_quarantine"):
         part = table[table["status"] == status]
@@ -282,7 +317,7 @@ def _html(table: pd.DataFrame, summary: dict[str, Any], has_histogram: bool) -> 
                 else r["original_path"]
             )
             detail = (
-                f"{r['category']} {r['confidence']:.2f}"
+                f"{r['abstain_reason']}: {r['category']} {r['confidence']:.2f}"
                 if status.endswith("uncertain")
                 else r["error"].split(":")[0]
             )
@@ -305,6 +340,7 @@ text-align:center}}</style></head><body>
 {summary["images_per_second"]} images/s, model versions {summary["model_versions"]}.</p>
 <h2>Files by status</h2>{statuses.to_html(index=False)}
 <h2>Images per category</h2>{counts.to_html(index=False)}
+<h2>Uncertain images per reason</h2>{rule_line}{reason_table}
 <h2>Confidence</h2>{hist}
 {_drift_section(summary)}
 <h2>Uncertain and quarantined files ({len(thumbs)} shown)</h2>

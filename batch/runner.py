@@ -35,7 +35,13 @@ from pathlib import Path
 from threading import Event
 
 from batch import failpoints, filing, nightly, reports
-from batch.decide import UNCERTAIN_FOLDER, Decision, decide, folder_name
+from batch.decide import (
+    DEFAULT_MIN_CONFIDENCE,
+    UNCERTAIN_FOLDER,
+    Decision,
+    decide,
+    folder_name,
+)
 from batch.gateway_client import (
     GatewayClient,
     GatewayUnavailableError,
@@ -243,7 +249,8 @@ class Runner:
                 images_sent=self.sent,
                 exit_code=exit_code,
                 dry_run=self.s.dry_run,
-                extra={"drift": drift} if drift else None,
+                extra={"uncertain_rule": _uncertain_rule(self.s.min_confidence)}
+                | ({"drift": drift} if drift else {}),
             )
             failpoints.reach("after_reports")
             ledger.finish_run(self.run_id, exit_code, str(report_dir / reports.CSV_NAME))
@@ -463,6 +470,8 @@ class Runner:
             error_code=d.error_code,
             error_message=d.error_message,
             run_id=self.run_id,
+            abstain_reason=d.abstain_reason,
+            known_probability=d.known_probability,
         )
         failpoints.reach("after_classify")
         self._file(self.ledger.get(row.id))
@@ -531,6 +540,16 @@ class Runner:
         else:
             self.ledger.finish(row.id, "filed", self.run_id)
         log.info("%s -> %s", row.source, row.destination)
+
+
+def _uncertain_rule(min_confidence: float | None) -> str:
+    """One line for the reports: which rule sent photos to ``_uncertain`` in this run."""
+    if min_confidence is not None:
+        return f"top-1 confidence < {min_confidence} (--min-confidence; the versions' rules unused)"
+    return (
+        "each model version's own abstain rule; top-1 confidence < "
+        f"{DEFAULT_MIN_CONFIDENCE} for a version without one"
+    )
 
 
 def _exit_code(rows: list[FileRow], dry_run: bool) -> int:

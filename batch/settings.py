@@ -42,8 +42,10 @@ class BatchSettings:
             default ``logs``.
         gateway: base URL of the gateway. Env ``FASHION_BATCH_GATEWAY``;
             default ``http://localhost:8080``.
-        min_confidence: top-1 probability (0..1) below which an image goes to ``_uncertain``.
-            Env ``FASHION_BATCH_MIN_CONFIDENCE``; default 0.5.
+        min_confidence: a plain top-1 probability (0..1) below which an image goes to
+            ``_uncertain``, replacing the model version's own abstain rule.
+            Env ``FASHION_BATCH_MIN_CONFIDENCE``; default none: each version's rule, and 0.5 for
+            a version without one (:mod:`batch.decide`).
         concurrency: ``/predict_batch`` requests in flight at once (threads).
             Env ``FASHION_BATCH_CONCURRENCY``; default 2.
         chunk_size: images per ``/predict_batch`` request. Env ``FASHION_BATCH_CHUNK_SIZE``;
@@ -81,7 +83,7 @@ class BatchSettings:
     results: Path = Path("results/batch_results")
     logs: Path = Path("logs")
     gateway: str = "http://localhost:8080"
-    min_confidence: float = 0.5
+    min_confidence: float | None = None
     concurrency: int = 2
     chunk_size: int = 16
     health_timeout: float = 60.0
@@ -104,7 +106,7 @@ class BatchSettings:
                 folder that does not exist, or an output folder inside the incoming folder (the
                 next scan would pick filed images up again).
         """
-        if not 0.0 <= self.min_confidence <= 1.0:
+        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
             raise ConfigError(f"--min-confidence must be within [0, 1], got {self.min_confidence}")
         for name in ("concurrency", "chunk_size", "drift_nights"):
             if getattr(self, name) < 1:
@@ -180,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--min-confidence",
         type=float,
-        help="top-1 probability in [0, 1] below "
-        f"which an image goes to _uncertain (default {d.min_confidence})",
+        help="a plain top-1 probability in [0, 1] below which an image goes to _uncertain, "
+        "replacing the model version's abstain rule (default: the version's rule; 0.5 for a "
+        "version without one)",
     )
     run.add_argument(
         "--concurrency",

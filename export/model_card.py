@@ -34,7 +34,8 @@ _METRIC_KEYS: Final = (
     "confusion_matrix",
 )
 CALIBRATION_FILES: Final = ("calibration.json",)
-"""Files beside the trained model that record how the rule was fitted; the first found is kept."""
+"""Training's record of how the rule was fitted (``training.rule.RECORD_FILENAME``: reliability
+and ECE before/after, what was tried); the first found is kept."""
 _TRAINING_KEYS: Final = (
     "command",
     "seed",
@@ -89,28 +90,30 @@ def read_artifacts(artifacts_dir: Path | None) -> TrainingArtifacts:
     return TrainingArtifacts(found[TRAINING_RUN], found[METRICS], missing)
 
 
-def read_calibration(model_dir: Path) -> dict[str, Any] | None:
-    """Read training's calibration record beside the model, whatever its keys.
+def read_calibration(*folders: Path | None) -> dict[str, Any] | None:
+    """Read training's calibration record, whatever its keys.
 
     Args:
-        model_dir: the folder of the trained ``.keras`` model.
+        folders: where to look, in order: the trained model's folder, then the artifacts folder
+            (``None`` entries are skipped).
 
     Returns:
         ``{"file": name, **content}`` for the first of :data:`CALIBRATION_FILES` found, or
         ``None``. A file that is not a JSON object is kept as ``{"file": name, "unreadable":
         reason}`` rather than failing the export: it is a record, not an input.
     """
-    for name in CALIBRATION_FILES:
-        path = model_dir / name
-        if not path.is_file():
-            continue
-        try:
-            content = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            return {"file": name, "unreadable": str(exc)}
-        if not isinstance(content, dict):
-            return {"file": name, "unreadable": "not a JSON object"}
-        return {"file": name, **content}
+    for folder in (f for f in folders if f is not None):
+        for name in CALIBRATION_FILES:
+            path = folder / name
+            if not path.is_file():
+                continue
+            try:
+                content = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                return {"file": name, "unreadable": str(exc)}
+            if not isinstance(content, dict):
+                return {"file": name, "unreadable": "not a JSON object"}
+            return {"file": name, **content}
     return None
 
 

@@ -199,7 +199,7 @@ def _write_version(
             input_size=size,
             artifacts=model_card.read_artifacts(request.artifacts),
             rule=rule,
-            calibration=model_card.read_calibration(request.model.parent),
+            calibration=model_card.read_calibration(request.model.parent, request.artifacts),
             export_info={
                 "command": request.command,
                 "tensorflow_version": tf.__version__,

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from batch.scan import IMAGE_EXTENSIONS
 from batch.settings import EXIT_UNAVAILABLE, parse_settings
+from contract import IMAGE_SUFFIXES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET_REPO = "https://github.com/alexeygrigorev/clothing-dataset-small"
@@ -43,7 +43,7 @@ def _images_under(folder: Path) -> list[Path]:
         p
         for p in folder.rglob("*")
         if p.is_file()
-        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and p.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
 

@@ -20,8 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-"""Suffixes (lower case) the job sends to the gateway."""
+from contract import IMAGE_SUFFIXES
 
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", "~")
 """Name endings of files that are still being written by a browser, rsync or an editor."""
@@ -69,7 +68,7 @@ def is_candidate_name(name: str) -> bool:
     lower = name.lower()
     if name.startswith((".", "~$")) or lower.endswith(TEMP_SUFFIXES):
         return False
-    return os.path.splitext(lower)[1] in IMAGE_EXTENSIONS
+    return os.path.splitext(lower)[1] in IMAGE_SUFFIXES
 
 
 def scan(incoming: Path, settle_seconds: float, now: float | None = None) -> ScanResult:

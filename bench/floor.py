@@ -15,6 +15,7 @@ import numpy as np
 
 import preprocessing
 from bench.stats import latency_summary, time_calls
+from contract import OUTPUT_PROBABILITIES, SIGNATURE_NAME
 
 
 class SignatureRunner:
@@ -33,7 +34,7 @@ class SignatureRunner:
 
         self._tf = tf
         self._loaded = tf.saved_model.load(str(version_dir))
-        self._fn = self._loaded.signatures["serving_default"]
+        self._fn = self._loaded.signatures[SIGNATURE_NAME]
         _, kwargs = self._fn.structured_input_signature
         ((self.input_name, spec),) = kwargs.items()
         self.size = (int(spec.shape[1]), int(spec.shape[2]))
@@ -41,7 +42,7 @@ class SignatureRunner:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on a uint8 batch ``[n, H, W, 3]``; returns probabilities ``[n, C]``."""
         out = self._fn(**{self.input_name: self._tf.constant(batch)})
-        return out["probabilities"].numpy()
+        return out[OUTPUT_PROBABILITIES].numpy()
 
 
 def model_only(runner: SignatureRunner, images: np.ndarray, repeats: int) -> dict:

@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 
 from bench.stats import latency_summary, time_calls
+from contract import OUTPUT_PROBABILITIES, SIGNATURE_NAME
 from serving_api import protos, tensors
 
 _MAX_MESSAGE = 64 * 1024 * 1024
@@ -38,9 +39,9 @@ def predict_latencies(
         def request(batch: np.ndarray):
             req = protos.predict_pb2.PredictRequest()
             req.model_spec.name = model
-            req.model_spec.signature_name = "serving_default"
+            req.model_spec.signature_name = SIGNATURE_NAME
             req.inputs[input_name].CopyFrom(tensors.to_tensor_proto(batch))
-            req.output_filter.append("probabilities")
+            req.output_filter.append(OUTPUT_PROBABILITIES)
             return req
 
         singles = itertools.cycle(range(len(images)))

@@ -1,13 +1,10 @@
 """The model base path layout: which folder names are versions, what is refused, staging names.
 
-TF Serving's file-system source (``tensorflow_serving/sources/storage_path/
-file_system_storage_path_source.cc``) lists the children of the base path and reads each name
-with ``safe_strto64`` / ``absl::SimpleAtoi``: surrounding whitespace and a sign are accepted, so
-``7``, ``007`` and ``+7`` are all version 7, and when two names give one number it logs
-"Duplicate version directories detected" and silently serves only one of them. Names that do not
-parse (``.staging-3-1234``) are ignored, and a ``saved_model.pb`` directly in the base path is never
-served ("Did you forget to name your leaf directory as a number"). This module refuses those
-layouts before anything is written.
+Which names are versions is TF Serving's rule, implemented once in :mod:`contract.versions`:
+``7``, ``007`` and ``+7`` are all version 7, and when two names give one number TF Serving serves
+only one of them. Names that do not parse (``.staging-3-1234``) are ignored, and a
+``saved_model.pb`` directly in the base path is never served ("Did you forget to name your leaf
+directory as a number"). This module refuses those layouts before anything is written.
 
 Pure standard library: no TensorFlow.
 """
@@ -21,33 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from contract import version_folders
 from export.errors import LayoutError
 
 STAGING_PREFIX: Final = ".staging-"
 """Staging folders are ``.staging-<version>-<pid>``; TF Serving cannot parse them as a version."""
 
-_INT64_MAX: Final = 2**63 - 1
-_TF_SERVING_INT = re.compile(r"\s*([+-]?)(\d+)\s*", re.ASCII)
 _STAGING = re.compile(re.escape(STAGING_PREFIX) + r"(\d+)-(\d+)", re.ASCII)
-
-
-def parse_version(name: str) -> int | None:
-    """Read a folder name the way TF Serving does.
-
-    Args:
-        name: a child name of the model base path.
-
-    Returns:
-        The version number TF Serving would assign (an int64, possibly negative), or ``None`` if
-        TF Serving ignores the name.
-    """
-    match = _TF_SERVING_INT.fullmatch(name)
-    if not match:
-        return None
-    value = int(match.group(2)) * (-1 if match.group(1) == "-" else 1)
-    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
-        return None
-    return value
 
 
 @dataclass(frozen=True)
@@ -128,13 +105,10 @@ def scan(base_path: Path) -> Layout:
         return Layout(base_path)
     if not base_path.is_dir():
         raise LayoutError(f"model base path {base_path} is not a directory")
-    versions: dict[int, list[str]] = {}
+    entries = list(os.scandir(base_path))
+    versions = version_folders(entry.name for entry in entries)
     staging = []
-    for entry in os.scandir(base_path):
-        number = parse_version(entry.name)
-        if number is not None:
-            versions.setdefault(number, []).append(entry.name)
-            continue
+    for entry in entries:
         match = _STAGING.fullmatch(entry.name)
         if match and entry.is_dir(follow_symlinks=False):
             staging.append(

@@ -19,6 +19,16 @@ from pathlib import Path
 from typing import Any, Final
 
 import preprocessing
+from contract import (
+    ABSTAIN_REASONS,
+    INPUT_IMAGES,
+    OUTPUT_ABSTAIN,
+    OUTPUT_ABSTAIN_REASON,
+    OUTPUT_CLASSES,
+    OUTPUT_KNOWN_PROBABILITY,
+    OUTPUT_PROBABILITIES,
+    SIGNATURE_NAME,
+)
 from export.rule import AbstainRule
 
 FILENAME: Final = "model_card.json"
@@ -120,7 +130,7 @@ def read_calibration(*folders: Path | None) -> dict[str, Any] | None:
 def _outputs(labels: list[str], rule: AbstainRule | None) -> dict[str, Any]:
     width = len(labels)
     outputs: dict[str, Any] = {
-        "probabilities": {
+        OUTPUT_PROBABILITIES: {
             "dtype": "float32",
             "shape": [-1, width],
             "meaning": "softmax over labels, rows sum to 1"
@@ -128,7 +138,7 @@ def _outputs(labels: list[str], rule: AbstainRule | None) -> dict[str, Any]:
             else "calibrated softmax over labels (temperature, off-category column dropped), "
             "rows sum to 1",
         },
-        "classes": {
+        OUTPUT_CLASSES: {
             "dtype": "string",
             "shape": [-1, width],
             "meaning": "labels[j] names probabilities[:, j], repeated per row",
@@ -137,20 +147,20 @@ def _outputs(labels: list[str], rule: AbstainRule | None) -> dict[str, Any]:
     if rule is not None:
         outputs.update(
             {
-                "known_probability": {
+                OUTPUT_KNOWN_PROBABILITY: {
                     "dtype": "float32",
                     "shape": [-1],
                     "meaning": "calibrated probability that the photo is one of the labels",
                 },
-                "abstain": {
+                OUTPUT_ABSTAIN: {
                     "dtype": "bool",
                     "shape": [-1],
                     "meaning": "true: the version is not sure enough to file the photo",
                 },
-                "abstain_reason": {
+                OUTPUT_ABSTAIN_REASON: {
                     "dtype": "string",
                     "shape": [-1],
-                    "meaning": '"" when filed, else not_a_known_category or low_confidence',
+                    "meaning": '"" when filed, else ' + " or ".join(ABSTAIN_REASONS),
                 },
             }
         )
@@ -265,9 +275,9 @@ def build(
             "weights": run.get("weights") if run else None,
         },
         "signature": {
-            "name": "serving_default",
+            "name": SIGNATURE_NAME,
             "inputs": {
-                "images": {
+                INPUT_IMAGES: {
                     "dtype": "uint8",
                     "shape": [-1, height, width, 3],
                     "range": [0, 255],

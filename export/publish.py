@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from export import labels as labels_file
+from contract import LABELS_FILENAME, RULE_FILENAME, read_labels, write_labels
 from export import layout, model_card, samples, signature, verify, warmup
 from export import rule as rule_file
 from export.errors import InputError, LayoutError, VerificationError
@@ -67,7 +67,7 @@ class ExportRequest:
         """The rule file this export uses, or ``None`` for the plain signature."""
         if self.abstain_rule is not None:
             return self.abstain_rule
-        beside = self.model.parent / rule_file.FILENAME
+        beside = self.model.parent / RULE_FILENAME
         return beside if self.find_rule and beside.is_file() else None
 
 
@@ -136,13 +136,13 @@ def _load_inputs(request: ExportRequest) -> tuple[keras.Model, list[str], Abstai
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot load the Keras model {request.model}: {exc}") from exc
     labels_path = request.labels or (
-        request.artifacts / labels_file.FILENAME if request.artifacts else None
+        request.artifacts / LABELS_FILENAME if request.artifacts else None
     )
     if labels_path is None:
         raise InputError("no labels: pass --labels or --artifacts with a labels.txt")
     rule_path = request.rule_path()
     try:
-        labels = labels_file.read(labels_path)
+        labels = read_labels(labels_path)
         rule = rule_file.read(rule_path) if rule_path is not None else None
         signature.input_size(model)
         width = signature.num_outputs(model)
@@ -186,10 +186,10 @@ def _write_version(
     sample = samples.load(max(warmup.BATCH_SIZES), size, request.data_dir)
     signature.save(model, labels, staging, rule)
     extra = staging / verify.ASSETS_EXTRA
-    labels_file.write(labels, extra / labels_file.FILENAME)
+    write_labels(labels, extra / LABELS_FILENAME)
     rule_path = request.rule_path()
     if rule_path is not None:
-        shutil.copyfile(rule_path, extra / rule_file.FILENAME)
+        shutil.copyfile(rule_path, extra / RULE_FILENAME)
     warmup.write(extra / warmup.FILENAME, warmup.build_requests(name, sample.images))
     try:
         card = model_card.build(

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-FILENAME: Final = "abstain_rule.json"
-"""The rule file's name beside the trained model and in ``assets.extra/``."""
 SCHEMA_VERSION: Final = 1
 
 

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 import preprocessing
+from contract import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES: Final = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DATA_DIR_ENV: Final = "FASHION_DATA_DIR"
 
 

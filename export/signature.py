@@ -19,20 +19,19 @@ from typing import Final
 import keras
 import tensorflow as tf
 
+from contract import (
+    ABSTAIN_REASON_LOW_CONFIDENCE,
+    ABSTAIN_REASON_NOT_A_KNOWN_CATEGORY,
+    INPUT_IMAGES,
+    OUTPUT_ABSTAIN,
+    OUTPUT_ABSTAIN_REASON,
+    OUTPUT_CLASSES,
+    OUTPUT_KNOWN_PROBABILITY,
+    OUTPUT_PROBABILITIES,
+    SIGNATURE_NAME,
+)
 from export.rule import AbstainRule
 
-SIGNATURE_NAME: Final = "serving_default"
-"""TF Serving's default signature key (``tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY``)."""
-INPUT_NAME: Final = "images"
-PROBABILITIES: Final = "probabilities"
-CLASSES: Final = "classes"
-KNOWN_PROBABILITY: Final = "known_probability"
-ABSTAIN: Final = "abstain"
-ABSTAIN_REASON: Final = "abstain_reason"
-RULE_OUTPUTS: Final = (KNOWN_PROBABILITY, ABSTAIN, ABSTAIN_REASON)
-"""The outputs a version with an abstain rule adds, each of shape ``[-1]``."""
-NOT_A_KNOWN_CATEGORY: Final = "not_a_known_category"
-LOW_CONFIDENCE: Final = "low_confidence"
 LOG_EPSILON: Final = 1e-12
 """Added to the softmax before the log (the rule's contract; ``training.calibration.EPSILON``)."""
 
@@ -99,7 +98,7 @@ class ServingModule(tf.Module):
             )
         self.model = model
         self.labels = tf.constant(labels, dtype=tf.string)
-        spec = tf.TensorSpec([None, height, width, 3], tf.uint8, name=INPUT_NAME)
+        spec = tf.TensorSpec([None, height, width, 3], tf.uint8, name=INPUT_IMAGES)
         if rule is None:
             self.serve = tf.function(self._serve, input_signature=[spec])
         else:
@@ -115,7 +114,7 @@ class ServingModule(tf.Module):
         return tf.tile(self.labels[tf.newaxis, :], [tf.shape(images)[0], 1])
 
     def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {PROBABILITIES: self._raw(images), CLASSES: self._classes(images)}
+        return {OUTPUT_PROBABILITIES: self._raw(images), OUTPUT_CLASSES: self._classes(images)}
 
     def _serve_with_rule(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         rule = self.rule
@@ -130,15 +129,17 @@ class ServingModule(tf.Module):
             probabilities = tf.nn.softmax(z_labels)
             known = tf.exp(tf.reduce_logsumexp(z_labels, 1) - tf.reduce_logsumexp(z, 1))
         confidence = tf.reduce_max(probabilities, axis=1)
-        reason = tf.where(confidence < rule.min_confidence, LOW_CONFIDENCE, "")
+        reason = tf.where(confidence < rule.min_confidence, ABSTAIN_REASON_LOW_CONFIDENCE, "")
         if rule.min_known_probability is not None:
-            reason = tf.where(known < rule.min_known_probability, NOT_A_KNOWN_CATEGORY, reason)
+            reason = tf.where(
+                known < rule.min_known_probability, ABSTAIN_REASON_NOT_A_KNOWN_CATEGORY, reason
+            )
         return {
-            PROBABILITIES: probabilities,
-            CLASSES: self._classes(images),
-            KNOWN_PROBABILITY: known,
-            ABSTAIN: tf.not_equal(reason, ""),
-            ABSTAIN_REASON: reason,
+            OUTPUT_PROBABILITIES: probabilities,
+            OUTPUT_CLASSES: self._classes(images),
+            OUTPUT_KNOWN_PROBABILITY: known,
+            OUTPUT_ABSTAIN: tf.not_equal(reason, ""),
+            OUTPUT_ABSTAIN_REASON: reason,
         }
 
 

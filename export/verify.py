@@ -23,22 +23,24 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import saved_model_pb2
 
-from export import labels as labels_file
+from contract import (
+    ABSTAIN_REASON_LOW_CONFIDENCE,
+    ABSTAIN_REASON_NOT_A_KNOWN_CATEGORY,
+    INPUT_IMAGES,
+    LABELS_FILENAME,
+    OUTPUT_ABSTAIN,
+    OUTPUT_ABSTAIN_REASON,
+    OUTPUT_CLASSES,
+    OUTPUT_KNOWN_PROBABILITY,
+    OUTPUT_PROBABILITIES,
+    RULE_FILENAME,
+    SIGNATURE_NAME,
+    parse_version,
+    read_labels,
+)
 from export import model_card, warmup
 from export import rule as rule_file
-from export.layout import parse_version
 from export.rule import AbstainRule
-from export.signature import (
-    ABSTAIN,
-    ABSTAIN_REASON,
-    CLASSES,
-    INPUT_NAME,
-    KNOWN_PROBABILITY,
-    LOW_CONFIDENCE,
-    NOT_A_KNOWN_CATEGORY,
-    PROBABILITIES,
-    SIGNATURE_NAME,
-)
 from training import calibration
 
 ASSETS_EXTRA: Final = "assets.extra"
@@ -46,8 +48,14 @@ REFERENCE_TOLERANCE: Final = 1e-5
 """Largest accepted absolute difference between SavedModel and Keras probabilities."""
 ROW_SUM_TOLERANCE: Final = 1e-5
 """Softmax rows must sum to 1 within this (float32 rounding)."""
-REASONS: Final = frozenset({b"", NOT_A_KNOWN_CATEGORY.encode(), LOW_CONFIDENCE.encode()})
-_RULE_OUTPUTS: Final = {KNOWN_PROBABILITY: tf.float32, ABSTAIN: tf.bool, ABSTAIN_REASON: tf.string}
+REASONS: Final = frozenset(
+    {b"", ABSTAIN_REASON_NOT_A_KNOWN_CATEGORY.encode(), ABSTAIN_REASON_LOW_CONFIDENCE.encode()}
+)
+_RULE_OUTPUTS: Final = {
+    OUTPUT_KNOWN_PROBABILITY: tf.float32,
+    OUTPUT_ABSTAIN: tf.bool,
+    OUTPUT_ABSTAIN_REASON: tf.string,
+}
 _SHARD = re.compile(r"variables\.data-(\d{5})-of-(\d{5})")
 
 
@@ -100,7 +108,7 @@ def _check_files(folder: Path) -> Check:
     required = [
         "saved_model.pb",
         "variables/variables.index",
-        f"{ASSETS_EXTRA}/{labels_file.FILENAME}",
+        f"{ASSETS_EXTRA}/{LABELS_FILENAME}",
         f"{ASSETS_EXTRA}/{model_card.FILENAME}",
         f"{ASSETS_EXTRA}/{warmup.FILENAME}",
     ]
@@ -137,10 +145,10 @@ def _check_signature(folder: Path, found: _Found) -> Check:
         return Check("signature", False, f"no {SIGNATURE_NAME!r} signature")
     sig = saved.meta_graphs[0].signature_def[SIGNATURE_NAME]
     problems = []
-    if set(sig.inputs) != {INPUT_NAME}:
-        problems.append(f"inputs {sorted(sig.inputs)} != ['{INPUT_NAME}']")
+    if set(sig.inputs) != {INPUT_IMAGES}:
+        problems.append(f"inputs {sorted(sig.inputs)} != ['{INPUT_IMAGES}']")
     else:
-        images = sig.inputs[INPUT_NAME]
+        images = sig.inputs[INPUT_IMAGES]
         dims = _dims(images)
         if images.dtype != tf.uint8.as_datatype_enum:
             problems.append(f"input dtype {tf.as_dtype(images.dtype).name} != uint8")
@@ -148,7 +156,7 @@ def _check_signature(folder: Path, found: _Found) -> Check:
             problems.append(f"input shape {dims} != [-1, H, W, 3]")
         else:
             found.height, found.width = dims[1], dims[2]
-    expected = {PROBABILITIES: tf.float32, CLASSES: tf.string}
+    expected = {OUTPUT_PROBABILITIES: tf.float32, OUTPUT_CLASSES: tf.string}
     found.rule_outputs = any(name in sig.outputs for name in _RULE_OUTPUTS)
     if found.rule_outputs:
         expected.update(_RULE_OUTPUTS)
@@ -176,21 +184,22 @@ def _check_signature(folder: Path, found: _Found) -> Check:
     if problems:
         return Check("signature", False, "; ".join(problems))
     rule_part = (
-        f", {KNOWN_PROBABILITY} float32 [-1], {ABSTAIN} bool [-1], {ABSTAIN_REASON} string [-1]"
+        f", {OUTPUT_KNOWN_PROBABILITY} float32 [-1], {OUTPUT_ABSTAIN} bool [-1], "
+        f"{OUTPUT_ABSTAIN_REASON} string [-1]"
         if found.rule_outputs
         else ""
     )
     return Check(
         "signature",
         True,
-        f"{INPUT_NAME} uint8 [-1,{found.height},{found.width},3] -> "
-        f"{PROBABILITIES} float32 [-1,{found.num_classes}], "
-        f"{CLASSES} string [-1,{found.num_classes}]{rule_part}",
+        f"{INPUT_IMAGES} uint8 [-1,{found.height},{found.width},3] -> "
+        f"{OUTPUT_PROBABILITIES} float32 [-1,{found.num_classes}], "
+        f"{OUTPUT_CLASSES} string [-1,{found.num_classes}]{rule_part}",
     )
 
 
 def _check_rule(folder: Path, found: _Found) -> Check | None:
-    path = folder / ASSETS_EXTRA / rule_file.FILENAME
+    path = folder / ASSETS_EXTRA / RULE_FILENAME
     if not found.rule_outputs and not path.exists():
         return None  # a version without a rule: nothing to check
     if not path.is_file():
@@ -201,7 +210,7 @@ def _check_rule(folder: Path, found: _Found) -> Check | None:
         return Check("abstain rule", False, str(exc))
     problems = []
     if not found.rule_outputs:
-        problems.append(f"{rule_file.FILENAME} is present but the signature has no rule outputs")
+        problems.append(f"{RULE_FILENAME} is present but the signature has no rule outputs")
     if found.card is not None and found.card.get("abstain_rule") != found.rule.document:
         problems.append("the model card's abstain_rule differs from the file")
     if problems:
@@ -213,7 +222,7 @@ def _check_rule(folder: Path, found: _Found) -> Check | None:
 
 def _check_labels(folder: Path, found: _Found) -> Check:
     try:
-        found.labels = labels_file.read(folder / ASSETS_EXTRA / labels_file.FILENAME)
+        found.labels = read_labels(folder / ASSETS_EXTRA / LABELS_FILENAME)
     except (OSError, ValueError) as exc:
         return Check("labels", False, str(exc))
     if found.num_classes and len(found.labels) != found.num_classes:
@@ -232,7 +241,7 @@ def _check_card(folder: Path, found: _Found, expect_version_name: bool) -> Check
     problems = []
     if found.labels is not None and card.get("labels") != found.labels:
         problems.append("labels differ from labels.txt")
-    shape = card.get("signature", {}).get("inputs", {}).get(INPUT_NAME, {}).get("shape")
+    shape = card.get("signature", {}).get("inputs", {}).get(INPUT_IMAGES, {}).get("shape")
     if found.height and shape != [-1, found.height, found.width, 3]:
         problems.append(f"input shape {shape} differs from the signature's")
     if expect_version_name and parse_version(folder.name) != card.get("version"):
@@ -282,10 +291,10 @@ def _check_warmup(folder: Path, found: _Found) -> Check:
             problems.append(f"record {index} signature {request.model_spec.signature_name!r}")
         if name is not None and request.model_spec.name != name:
             problems.append(f"record {index} model name {request.model_spec.name!r} != {name!r}")
-        if set(request.inputs) != {INPUT_NAME}:
+        if set(request.inputs) != {INPUT_IMAGES}:
             problems.append(f"record {index} inputs {sorted(request.inputs)}")
             continue
-        tensor = request.inputs[INPUT_NAME]
+        tensor = request.inputs[INPUT_IMAGES]
         dims = [d.size for d in tensor.tensor_shape.dim]
         if tensor.dtype != tf.uint8.as_datatype_enum:
             problems.append(f"record {index} dtype {tf.as_dtype(tensor.dtype).name} != uint8")
@@ -302,28 +311,30 @@ def _check_warmup(folder: Path, found: _Found) -> Check:
 
 
 def _run(found: _Found, images: np.ndarray) -> dict[str, np.ndarray]:
-    outputs = found.signature(**{INPUT_NAME: tf.constant(images, tf.uint8)})
+    outputs = found.signature(**{INPUT_IMAGES: tf.constant(images, tf.uint8)})
     return {name: tensor.numpy() for name, tensor in outputs.items()}
 
 
 def _rule_problems(outputs: dict[str, np.ndarray], batch: int) -> list[str]:
-    known, abstain, reason = (outputs[n] for n in (KNOWN_PROBABILITY, ABSTAIN, ABSTAIN_REASON))
+    known, abstain, reason = (
+        outputs[n] for n in (OUTPUT_KNOWN_PROBABILITY, OUTPUT_ABSTAIN, OUTPUT_ABSTAIN_REASON)
+    )
     problems = []
     for name, value, dtype in (
-        (KNOWN_PROBABILITY, known, np.float32),
-        (ABSTAIN, abstain, np.bool_),
-        (ABSTAIN_REASON, reason, np.object_),
+        (OUTPUT_KNOWN_PROBABILITY, known, np.float32),
+        (OUTPUT_ABSTAIN, abstain, np.bool_),
+        (OUTPUT_ABSTAIN_REASON, reason, np.object_),
     ):
         if value.shape != (batch,) or value.dtype != dtype:
             problems.append(f"batch {batch}: {name} {value.dtype} {value.shape}")
     if problems:
         return problems
     if not np.isfinite(known).all() or known.min() < 0 or known.max() > 1 + ROW_SUM_TOLERANCE:
-        problems.append(f"batch {batch}: {KNOWN_PROBABILITY} outside [0, 1]")
+        problems.append(f"batch {batch}: {OUTPUT_KNOWN_PROBABILITY} outside [0, 1]")
     if not set(reason.tolist()) <= REASONS:
         problems.append(f"batch {batch}: unknown reasons {sorted(set(reason.tolist()) - REASONS)}")
     if ((reason != b"") != abstain).any():
-        problems.append(f"batch {batch}: {ABSTAIN} is not ({ABSTAIN_REASON} != '')")
+        problems.append(f"batch {batch}: {OUTPUT_ABSTAIN} is not ({OUTPUT_ABSTAIN_REASON} != '')")
     return problems
 
 
@@ -331,9 +342,9 @@ def _check_outputs(found: _Found) -> Check:
     problems = []
     expected = np.array([label.encode() for label in found.labels or []], dtype=object)
     for request in found.requests or []:
-        images = tf.make_ndarray(request.inputs[INPUT_NAME])
+        images = tf.make_ndarray(request.inputs[INPUT_IMAGES])
         outputs = _run(found, images)
-        probabilities, classes = outputs[PROBABILITIES], outputs[CLASSES]
+        probabilities, classes = outputs[OUTPUT_PROBABILITIES], outputs[OUTPUT_CLASSES]
         batch = len(images)
         if probabilities.shape != (batch, found.num_classes) or probabilities.dtype != np.float32:
             problems.append(f"probabilities {probabilities.dtype} {probabilities.shape}")
@@ -357,7 +368,7 @@ def _check_outputs(found: _Found) -> Check:
 
 def _check_reference(found: _Found, reference: Any, samples: np.ndarray) -> Check:
     outputs = _run(found, samples)
-    probabilities = outputs[PROBABILITIES]
+    probabilities = outputs[OUTPUT_PROBABILITIES]
     keras_out = np.asarray(reference(tf.constant(samples, tf.float32), training=False))
     if found.rule is None:
         expected = keras_out.astype(np.float32)
@@ -380,20 +391,20 @@ def _check_rule_reference(
         ref = calibration.apply_rule(keras_out, **rule.as_kwargs())
     except ValueError as exc:
         return Check("matches rule", False, f"the rule does not fit the Keras model: {exc}")
-    probabilities = outputs[PROBABILITIES]
+    probabilities = outputs[OUTPUT_PROBABILITIES]
     if ref.probabilities.shape != probabilities.shape:
         return Check(
             "matches rule", False, f"shapes {ref.probabilities.shape} vs {probabilities.shape}"
         )
     diff = max(
         float(np.abs(ref.probabilities - probabilities).max()),
-        float(np.abs(ref.known_probability - outputs[KNOWN_PROBABILITY]).max()),
+        float(np.abs(ref.known_probability - outputs[OUTPUT_KNOWN_PROBABILITY]).max()),
     )
     # a row whose score is within the tolerance of a threshold may fall either side in float32
     near = np.abs(ref.probabilities.max(axis=1) - rule.min_confidence) <= REFERENCE_TOLERANCE
     if rule.min_known_probability is not None:
         near |= np.abs(ref.known_probability - rule.min_known_probability) <= REFERENCE_TOLERANCE
-    served = outputs[ABSTAIN_REASON].astype(str)
+    served = outputs[OUTPUT_ABSTAIN_REASON].astype(str)
     differ = int(((served != ref.abstain_reason) & ~near).sum())
     counts = {
         r or "filed": int((ref.abstain_reason == r).sum()) for r in sorted(set(ref.abstain_reason))

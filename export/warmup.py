@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from export.signature import INPUT_NAME, SIGNATURE_NAME
+from contract import INPUT_IMAGES, SIGNATURE_NAME
 
 FILENAME: Final = "tf_serving_warmup_requests"
 BATCH_SIZES: Final = (1, 32)
@@ -55,7 +55,7 @@ def build_requests(
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = SIGNATURE_NAME
-        request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(images[:size]))
+        request.inputs[INPUT_IMAGES].CopyFrom(tf.make_tensor_proto(images[:size]))
         requests.append(request)
     return requests
 

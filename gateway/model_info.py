@@ -20,19 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract import OUTPUT_CLASSES, OUTPUT_PROBABILITIES, RULE_OUTPUTS
 from gateway.errors import GatewayError
 from gateway.serving_client import LATEST, ServingClient, VersionSelector
 from serving_api.tensors import TensorConversionError, dtype_name, numpy_dtype
 
 log = logging.getLogger(__name__)
-
-PROBABILITIES = "probabilities"
-CLASSES = "classes"
-KNOWN_PROBABILITY = "known_probability"
-ABSTAIN = "abstain"
-ABSTAIN_REASON = "abstain_reason"
-RULE_OUTPUTS = (KNOWN_PROBABILITY, ABSTAIN, ABSTAIN_REASON)
-"""The outputs of a version with an abstain rule; a version has all of them or none."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +57,7 @@ class InputSpec:
     @property
     def outputs(self) -> tuple[str, ...]:
         """The output keys a Predict call of this version asks for."""
-        return (PROBABILITIES, CLASSES, *(RULE_OUTPUTS if self.has_rule else ()))
+        return (OUTPUT_PROBABILITIES, OUTPUT_CLASSES, *(RULE_OUTPUTS if self.has_rule else ()))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -101,7 +94,7 @@ def parse_signature(version: int, signature: object) -> InputSpec:
             f"model version {version} has "
             f"{len(signature.inputs)} inputs; the gateway sends one image tensor",
         )
-    missing = {PROBABILITIES, CLASSES} - set(signature.outputs)
+    missing = {OUTPUT_PROBABILITIES, OUTPUT_CLASSES} - set(signature.outputs)
     if missing:
         raise GatewayError(
             "serving_error", f"model version {version} lacks outputs {sorted(missing)}"
@@ -125,7 +118,7 @@ def parse_signature(version: int, signature: object) -> InputSpec:
         dtype = numpy_dtype(info.dtype)
     except TensorConversionError as exc:
         raise GatewayError("serving_error", f"model version {version}: {exc}") from None
-    out_dims = [d.size for d in signature.outputs[PROBABILITIES].tensor_shape.dim]
+    out_dims = [d.size for d in signature.outputs[OUTPUT_PROBABILITIES].tensor_shape.dim]
     num_classes = int(out_dims[1]) if len(out_dims) == 2 and out_dims[1] > 0 else None
     return InputSpec(
         version=version,
@@ -223,14 +216,4 @@ def _describe(selector: VersionSelector) -> str:
     return "latest"
 
 
-__all__ = [
-    "ABSTAIN",
-    "ABSTAIN_REASON",
-    "CLASSES",
-    "KNOWN_PROBABILITY",
-    "PROBABILITIES",
-    "RULE_OUTPUTS",
-    "InputSpec",
-    "ModelInfo",
-    "parse_signature",
-]
+__all__ = ["InputSpec", "ModelInfo", "parse_signature"]

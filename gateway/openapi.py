@@ -6,6 +6,7 @@ limits from the settings), so the document cannot drift from the behaviour.
 
 from __future__ import annotations
 
+from contract import ABSTAIN_REASONS
 from gateway.errors import STATUS_BY_CODE
 from gateway.settings import Settings
 
@@ -50,7 +51,7 @@ def _schemas() -> dict:
         },
         "abstain_reason": {
             "type": ["string", "null"],
-            "enum": ["not_a_known_category", "low_confidence", None],
+            "enum": [*ABSTAIN_REASONS, None],
             "description": "why it abstains, null when it does not; not_a_known_category is "
             "checked first." + only_with_rule,
         },

@@ -22,18 +22,17 @@ from dataclasses import dataclass
 import numpy as np
 
 import preprocessing
+from contract import (
+    OUTPUT_ABSTAIN,
+    OUTPUT_ABSTAIN_REASON,
+    OUTPUT_CLASSES,
+    OUTPUT_KNOWN_PROBABILITY,
+    OUTPUT_PROBABILITIES,
+    RULE_OUTPUTS,
+)
 from gateway.errors import GatewayError, from_image_error
 from gateway.metrics import Metrics
-from gateway.model_info import (
-    ABSTAIN,
-    ABSTAIN_REASON,
-    CLASSES,
-    KNOWN_PROBABILITY,
-    PROBABILITIES,
-    RULE_OUTPUTS,
-    InputSpec,
-    ModelInfo,
-)
+from gateway.model_info import InputSpec, ModelInfo
 from gateway.serving_client import LATEST, PredictResult, ServingClient, VersionSelector
 from gateway.settings import Settings
 
@@ -157,11 +156,11 @@ def classify_rows(
         ]
         decision = {}
         if rule is not None:
-            reason = _text(rule[ABSTAIN_REASON][row])
+            reason = _text(rule[OUTPUT_ABSTAIN_REASON][row])
             decision = {
-                "abstain": bool(rule[ABSTAIN][row]),
+                "abstain": bool(rule[OUTPUT_ABSTAIN][row]),
                 "abstain_reason": reason or None,
-                "known_probability": float(rule[KNOWN_PROBABILITY][row]),
+                "known_probability": float(rule[OUTPUT_KNOWN_PROBABILITY][row]),
             }
         results.append(
             Classification(
@@ -245,7 +244,7 @@ class Predictor:
         try:
             rule = {key: result.outputs[key] for key in RULE_OUTPUTS} if spec.has_rule else None
             rows = classify_rows(
-                result.outputs[PROBABILITIES], result.outputs[CLASSES], top_k, rule
+                result.outputs[OUTPUT_PROBABILITIES], result.outputs[OUTPUT_CLASSES], top_k, rule
             )
         except KeyError as exc:
             raise GatewayError("serving_error", f"Predict response lacks output {exc}") from None
@@ -343,9 +342,11 @@ class Predictor:
         """
         spec = self._info.input_spec(selector)
         zero = np.zeros((1, spec.height, spec.width, spec.channels), dtype=spec.dtype)
-        result = self._client.predict({spec.name: zero}, selector=selector, output_filter=[CLASSES])
+        result = self._client.predict(
+            {spec.name: zero}, selector=selector, output_filter=[OUTPUT_CLASSES]
+        )
         self._info.observe(selector, result.version)
-        classes = result.outputs.get(CLASSES)
+        classes = result.outputs.get(OUTPUT_CLASSES)
         if classes is None or classes.ndim != 2 or classes.shape[0] != 1:
             raise GatewayError("serving_error", "Predict returned no [1, num_classes] classes")
         return result.model_name, result.version, [_text(v) for v in classes[0]]

@@ -15,6 +15,8 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from contract import SIGNATURE_NAME
+
 LB_POLICIES = ("pick_first", "round_robin")
 """gRPC load-balancing policies ``SERVING_LB_POLICY`` accepts (gRPC's built-in names)."""
 
@@ -49,7 +51,7 @@ class Settings:
     )
     model_name: str = _env("MODEL_NAME", "model name in TF Serving's model config", "fashion")
     signature_name: str = _env(
-        "SIGNATURE_NAME", "SavedModel signature called by Predict", "serving_default"
+        "SIGNATURE_NAME", "SavedModel signature called by Predict", SIGNATURE_NAME
     )
     deadline_seconds: float = _env(
         "SERVING_DEADLINE_SECONDS", "deadline of one gRPC call in seconds, retries included", 10.0

@@ -28,6 +28,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from contract import OUTPUT_PROBABILITIES, SIGNATURE_NAME
 from serving.launcher import ModelServerProcess
 from serving.versions import versions_on_disk
 from serving_api import protos, tensors
@@ -66,7 +67,7 @@ def measure(base_path: str, model_name: str, repeats: int, log_path: str) -> dic
     with ModelServerProcess(args, log_path=log_path) as server:
         startup = server.startup_seconds
         loaded = tf.saved_model.load(folder)
-        function = loaded.signatures["serving_default"]
+        function = loaded.signatures[SIGNATURE_NAME]
         _, kwargs = function.structured_input_signature
         ((input_name, spec),) = kwargs.items()
         height, width = int(spec.shape[1]), int(spec.shape[2])
@@ -95,7 +96,7 @@ def measure(base_path: str, model_name: str, repeats: int, log_path: str) -> dic
         for size, count in ((1, repeats), (32, max(10, repeats // 3))):
             batch = images[:size]
             np.testing.assert_allclose(
-                local(batch)["probabilities"], remote(batch)["probabilities"], atol=1e-5
+                local(batch)[OUTPUT_PROBABILITIES], remote(batch)[OUTPUT_PROBABILITIES], atol=1e-5
             )
             for _ in range(3):  # warm both paths
                 local(batch)

@@ -27,6 +27,7 @@ from google.protobuf import json_format
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from contract import SIGNATURE_NAME
 from serving.config import MonitoringOptions
 from serving.core import SIGNATURE_DEF_FIELD, ServingCore
 from serving.errors import ServingError, invalid_argument
@@ -158,7 +159,7 @@ class RestApp:
             version=int(match["version"]) if match["version"] else None,
             label=match["label"],
         ).servable
-        signature = servable.signature_defs.get(signature_name or "serving_default")
+        signature = servable.signature_defs.get(signature_name or SIGNATURE_NAME)
         if signature is None:
             raise ServingError(
                 grpc.StatusCode.FAILED_PRECONDITION,

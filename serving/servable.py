@@ -17,14 +17,12 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import saved_model_pb2
 
+from contract import SIGNATURE_NAME
 from serving.calls import PreparedCall
 from serving.errors import LoadError, ServingError, invalid_argument
 from serving_api import protos, tensors
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SIGNATURE = "serving_default"
-"""``kDefaultServingSignatureDefKey``: the signature used when a request names none."""
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 """TF Serving's warm-up file, relative to the version folder (TFRecord of ``PredictionLog``)."""
@@ -113,7 +111,7 @@ class Servable:
                 dtype or shape the signature does not accept (messages as ``predict_util.cc``
                 where TF Serving has one; dtype/shape messages name what the signature expects).
         """
-        key = signature_name or DEFAULT_SIGNATURE
+        key = signature_name or SIGNATURE_NAME
         signature = self.signature_defs.get(key)
         if signature is None or key not in self._functions:
             raise ServingError(

@@ -1,13 +1,17 @@
 """Which version folders exist under a model's base path, and which of them a policy serves.
 
-Rules as TF Serving's ``FileSystemStoragePathSource``: a version is a direct child folder whose name
-is a non-negative integer; anything else (``.staging-*``, ``tmp``, files) is ignored.
+Which child names are versions is TF Serving's rule, implemented once in :mod:`contract.versions`
+(``7``, ``007``, ``+7`` are version 7; ``.staging-*``, ``tmp``, ``７`` are ignored). Of several
+folders giving one number, the one whose name sorts last is served, as TF Serving does. One
+deliberate difference: a plain file with a version name is skipped here, where TF Serving would try
+(and fail) to load it; the exporter refuses such layouts anyway.
 """
 
 from __future__ import annotations
 
 import os
 
+from contract import version_folders
 from serving.config import VersionPolicy
 
 
@@ -18,17 +22,16 @@ def versions_on_disk(base_path: str) -> dict[int, str]:
         base_path: the model's base path; a missing folder yields no versions.
 
     Returns:
-        version number -> absolute folder path.
+        version number -> path of the child TF Serving would load for it.
     """
-    found: dict[int, str] = {}
     try:
-        entries = list(os.scandir(base_path))
+        folders = [entry.name for entry in os.scandir(base_path) if entry.is_dir()]
     except OSError:
-        return found
-    for entry in entries:
-        if entry.name.isascii() and entry.name.isdigit() and entry.is_dir():
-            found[int(entry.name)] = entry.path
-    return found
+        return {}
+    return {
+        number: os.path.join(base_path, group[-1])
+        for number, group in version_folders(folders).items()
+    }
 
 
 def aspired_versions(policy: VersionPolicy, available: set[int] | dict[int, str]) -> set[int]:

@@ -266,27 +266,6 @@ def test_labels_that_do_not_fit_the_model_are_refused(source, tmp_path, capsys):
     assert os.listdir(base) == []
 
 
-@pytest.mark.parametrize(
-    ("name", "version"),
-    [
-        ("7", 7),
-        ("007", 7),
-        (" 7 ", 7),
-        ("+7", 7),
-        ("-1", -1),
-        ("0", 0),
-        (".staging-1-42", None),
-        ("1.0", None),
-        ("v1", None),
-        ("", None),
-        ("9223372036854775807", 2**63 - 1),
-        ("9223372036854775808", None),
-    ],
-)
-def test_version_names_are_read_as_tf_serving_reads_them(name, version):
-    assert layout.parse_version(name) == version
-
-
 def test_next_version_is_highest_plus_one(tmp_path):
     for name in ("1", "3", "010", "notes", ".staging-40-1"):
         (tmp_path / name).mkdir()

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from contract import IMAGE_SUFFIXES
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(
     os.environ.get("FASHION_DATA_DIR", ROOT.parent / "shared/data/clothing-dataset-small")
 ).resolve()
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 def _images(folder: Path) -> list[Path]:

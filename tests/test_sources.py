@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from contract import read_labels
 from training import sources
 from training.cli import main
-from training.manifest import read_labels, read_manifest
+from training.manifest import read_manifest
 from training.settings import REPO_ROOT
 
 SHARED = REPO_ROOT.parent / "shared" / "data"

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
+from contract import LABELS_FILENAME, RULE_FILENAME, read_labels
 from training import calibration, dataset, plots, rule
-from training.manifest import read_labels, read_manifest
+from training.manifest import read_manifest
 from training.sources import OTHER_LABEL
 
 SUMMARY_KEYS = ("precision", "recall", "f1", "support")
@@ -90,7 +91,7 @@ def evaluate(
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path} not found; run python -m training train first")
     net = keras.models.load_model(model_path)
-    labels = read_labels(artifacts_dir / "labels.txt")
+    labels = read_labels(artifacts_dir / LABELS_FILENAME)
     size = int(net.input_shape[1])
     entries = read_manifest(artifacts_dir / "manifest.csv")
     arrays = dataset.load_split([e for e in entries if e.label in labels], labels, split, size)
@@ -102,7 +103,7 @@ def evaluate(
     probabilities, _ = calibration.split_known(p_raw, other)
     result = metrics(arrays.labels, probabilities.argmax(axis=1), labels, split)
     suffix = "" if split == "test" else f"_{split}"
-    rule_path = artifacts_dir / rule.RULE_FILENAME
+    rule_path = artifacts_dir / RULE_FILENAME
     if rule_path.is_file():
         document = json.loads(rule_path.read_text())
         result.update(

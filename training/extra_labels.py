@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import preprocessing
-from training.manifest import CHECK_SIZE, Entry, read_labels, read_manifest, write_manifest
+from contract import LABELS_FILENAME, read_labels
+from training.manifest import CHECK_SIZE, Entry, read_manifest, write_manifest
 from training.settings import SPLITS
 
 REQUIRED_COLUMNS = ("path", "label")
@@ -144,7 +145,7 @@ def apply(artifacts_dir: Path, feedback_csv: Path) -> dict[str, Any]:
     """
     artifacts_dir = Path(artifacts_dir)
     entries = read_manifest(artifacts_dir / "manifest.csv")
-    labels = read_labels(artifacts_dir / "labels.txt")
+    labels = read_labels(artifacts_dir / LABELS_FILENAME)
     report_path = artifacts_dir / "prepare_report.json"
     report = json.loads(report_path.read_text(encoding="utf-8"))
     pairs = read_feedback(feedback_csv)

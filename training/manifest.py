@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import preprocessing
+from contract import LABELS_FILENAME, write_labels
 from training import sources
 from training.settings import SPLITS, SplitConfig
 
@@ -263,7 +264,7 @@ def prepare(
     artifacts_dir = Path(artifacts_dir)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(artifacts_dir / "manifest.csv", kept)
-    write_labels(artifacts_dir / "labels.txt", labels)
+    write_labels(labels, artifacts_dir / LABELS_FILENAME)
     (artifacts_dir / "prepare_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -308,32 +309,3 @@ def read_manifest(path: Path) -> list[Entry]:
         if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
             raise ValueError(f"{path}: header must be {','.join(MANIFEST_FIELDS)}")
         return [Entry(row["path"], row["label"], row["split"]) for row in reader]
-
-
-def read_labels(path: Path) -> list[str]:
-    """Reads ``labels.txt`` (one class name a line, class-id order).
-
-    Args:
-        path: the labels file.
-
-    Returns:
-        The labels; index ``i`` is class id ``i``.
-    """
-    return [line for line in Path(path).read_text(encoding="utf-8").split("\n") if line]
-
-
-def write_labels(path: Path, labels: list[str]) -> None:
-    """Writes ``labels.txt``: one label a line, UTF-8, class-id order.
-
-    Args:
-        path: the labels file.
-        labels: class names in class-id order; any text without a line break.
-
-    Raises:
-        ValueError: a label is empty, padded with whitespace or holds a line break (it could
-            not be read back as one line).
-    """
-    for label in labels:
-        if not label or label != label.strip() or any(c in label for c in "\r\n"):
-            raise ValueError(f"label {label!r} cannot be one line of labels.txt")
-    Path(path).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")

@@ -16,6 +16,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from contract import LABELS_FILENAME, write_labels
 from training import layouts, manifest
 from training.settings import SPLITS, SplitConfig
 
@@ -136,7 +137,7 @@ def prepare_table(
     artifacts_dir = Path(artifacts_dir)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     manifest.write_manifest(artifacts_dir / "manifest.csv", kept)
-    manifest.write_labels(artifacts_dir / "labels.txt", chosen)
+    write_labels(chosen, artifacts_dir / LABELS_FILENAME)
     (artifacts_dir / "prepare_report.json").write_text(
         json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import LABELS_FILENAME, RULE_FILENAME, read_labels
 from training import calibration, dataset
 from training.manifest import Entry
 from training.sources import OTHER_LABEL
-
-RULE_FILENAME = "abstain_rule.json"
-"""The rule's file in the artifacts folder (the contract's ``RULE_FILENAME``)."""
 
 RECORD_FILENAME = "calibration.json"
 """How the rule was fitted and how it does, beside the model; export copies it into the card."""
@@ -234,12 +232,12 @@ def calibrate(artifacts_dir: Path, target_precision: float, *, batch_size: int =
     """
     import keras
 
-    from training.manifest import read_labels, read_manifest
+    from training.manifest import read_manifest
 
     artifacts_dir = Path(artifacts_dir)
     net = keras.models.load_model(artifacts_dir / "model.keras")
     entries = read_manifest(artifacts_dir / "manifest.csv")
-    labels = read_labels(artifacts_dir / "labels.txt")
+    labels = read_labels(artifacts_dir / LABELS_FILENAME)
     document = fit_rule(net, entries, labels, target_precision, batch_size=batch_size)
     write_rule(document, artifacts_dir)
     write_record(document, artifacts_dir)

@@ -21,9 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SPLITS = ("train", "validation", "test")
 """The three data splits, in manifest order."""
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-"""File name suffixes (lower case) that ``prepare`` treats as candidate images."""
-
 WEIGHTS_TEMPLATE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_224_no_top.h5"
 """File name of the Keras Applications ImageNet weights for a given alpha (no classifier top)."""
 

@@ -28,8 +28,9 @@ import numpy as np
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
+from contract import LABELS_FILENAME, read_labels
 from training import dataset, extra_labels, model, rule
-from training.manifest import read_labels, read_manifest
+from training.manifest import read_manifest
 from training.settings import TrainConfig
 from training.sources import ALL_SPLITS, OTHER_LABEL
 
@@ -115,7 +116,7 @@ def train(
     artifacts_dir = Path(artifacts_dir)
     keras.utils.set_random_seed(config.seed)
     entries = read_manifest(artifacts_dir / "manifest.csv")
-    labels = read_labels(artifacts_dir / "labels.txt")
+    labels = read_labels(artifacts_dir / LABELS_FILENAME)
     report_path = artifacts_dir / "prepare_report.json"
     prepare_report = json.loads(report_path.read_text()) if report_path.exists() else None
     report = prepare_report or {}

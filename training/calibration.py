@@ -20,12 +20,14 @@ from typing import Final
 
 import numpy as np
 
+from contract import ABSTAIN_REASON_LOW_CONFIDENCE, ABSTAIN_REASON_NOT_A_KNOWN_CATEGORY
+
 EPSILON: Final = 1e-12
 """Added to the model's softmax before the log, so a probability of 0 stays finite."""
 
-NOT_A_KNOWN_CATEGORY: Final = "not_a_known_category"
+NOT_A_KNOWN_CATEGORY: Final = ABSTAIN_REASON_NOT_A_KNOWN_CATEGORY
 """Abstain reason: the calibrated off-category probability is too high (checked first)."""
-LOW_CONFIDENCE: Final = "low_confidence"
+LOW_CONFIDENCE: Final = ABSTAIN_REASON_LOW_CONFIDENCE
 """Abstain reason: the top calibrated label probability is below ``min_confidence``."""
 FILED: Final = ""
 """The reason of a photo that is not abstained."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from training.settings import IMAGE_SUFFIXES
+from contract import IMAGE_SUFFIXES
 
 STYLES_FILE: Final = "styles.csv"
 IMAGES_DIR: Final = "images"

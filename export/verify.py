@@ -406,9 +406,8 @@ def _check_rule_reference(
         near |= np.abs(ref.known_probability - rule.min_known_probability) <= REFERENCE_TOLERANCE
     served = outputs[OUTPUT_ABSTAIN_REASON].astype(str)
     differ = int(((served != ref.abstain_reason) & ~near).sum())
-    counts = {
-        r or "filed": int((ref.abstain_reason == r).sum()) for r in sorted(set(ref.abstain_reason))
-    }
+    reasons, counts = np.unique(ref.abstain_reason.astype(str), return_counts=True)
+    counts = {str(r) or "filed": int(n) for r, n in zip(reasons, counts, strict=True)}
     detail = (
         f"max |SavedModel - NumPy rule on Keras| = {diff:.2e}, reasons {counts}, "
         f"{differ} decision(s) differ, {int(near.sum())} at a threshold, "

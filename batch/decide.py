@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from contract import ABSTAIN_REASON_LOW_CONFIDENCE
+
 QUARANTINE_CODES = frozenset(
     {
         "empty_file",
@@ -32,7 +34,7 @@ UNCERTAIN_FOLDER = "_uncertain"
 """Sub-folder of ``--processed`` for the predictions the job does not file under a label."""
 DEFAULT_MIN_CONFIDENCE = 0.5
 """Top-1 threshold for a version without an abstain rule when ``--min-confidence`` is not set."""
-LOW_CONFIDENCE = "low_confidence"
+LOW_CONFIDENCE = ABSTAIN_REASON_LOW_CONFIDENCE
 """The reason recorded for a top-1 below a plain threshold (the contract's reason name)."""
 
 _SAFE_LABEL = re.compile(r"[^A-Za-z0-9._-]+")

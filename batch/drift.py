@@ -55,6 +55,11 @@ MIN_EXPECTED = 5.0
 """Cells where tonight's expected count (under homogeneity) is below this are pooled into one
 cell before the chi-square test, the usual condition for its p-value to be trustworthy."""
 
+MIN_POOLED_EXPECTED = 1.0
+"""The pooled cell is kept when tonight expects at least this many photos in it (Cochran's
+relaxed rule: no expected count below 1, few below 5), else dropped from the test. Keeping it
+is what lets a night of only one rare category (all its photos land in the pooled cell) show."""
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -265,8 +270,8 @@ def homogeneity_p(
     """p-value of Pearson's chi-square test that two count vectors come from one distribution.
 
     Cells where tonight's expected count is below :data:`MIN_EXPECTED` are pooled into one cell
-    first (and that cell too is dropped if still too small), so sparse categories cannot fake a
-    tiny p-value.
+    first (dropped if tonight expects fewer than :data:`MIN_POOLED_EXPECTED` photos in it), so
+    sparse categories cannot fake a tiny p-value.
 
     Args:
         actual: counts tonight, shape ``(K,)``.
@@ -282,12 +287,12 @@ def homogeneity_p(
     a, e, total = a[keep], e[keep], total[keep]
     if a.sum() <= 0 or e.sum() <= 0:
         return 1.0
-    tonight_expected = a.sum() * total / total.sum()
-    sparse = tonight_expected < MIN_EXPECTED
+    share = a.sum() / total.sum()  # tonight's share of all photos in the table
+    sparse = share * total < MIN_EXPECTED
     if sparse.any():
         pooled_a, pooled_e = a[sparse].sum(), e[sparse].sum()
         a, e = a[~sparse], e[~sparse]
-        if a.sum() * (pooled_a + pooled_e) / (total.sum()) >= MIN_EXPECTED:
+        if share * (pooled_a + pooled_e) >= MIN_POOLED_EXPECTED:
             a, e = np.append(a, pooled_a), np.append(e, pooled_e)
     if a.size < 2 or a.sum() <= 0 or e.sum() <= 0:
         return 1.0
@@ -499,14 +504,14 @@ def nights_from_ledger(
                 (exclude, limit),
             )
         ]
-        nights = []
-        for run_id in runs:
-            rows = db.execute(
-                "SELECT outcome, category, confidence, model_version FROM files "
-                "WHERE reported_run = ? AND state = 'filed'",
-                (run_id,),
-            ).fetchall()
-            nights.append(make_night(run_id, rows))
+        by_run: dict[str, list] = {run_id: [] for run_id in runs}
+        marks = ",".join("?" * len(runs))
+        for run_id, *row in db.execute(  # one scan of the table, not one per night
+            "SELECT reported_run, outcome, category, confidence, model_version FROM files "
+            f"WHERE state = 'filed' AND reported_run IN ({marks})",
+            runs,
+        ):
+            by_run[run_id].append(row)
     finally:
         db.close()
-    return nights
+    return [make_night(run_id, by_run[run_id]) for run_id in runs]

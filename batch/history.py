@@ -32,6 +32,8 @@ TRENDS_NAME = "trends.png"
 LEDGER_NAME = "ledger.sqlite"
 UNCERTAIN = "_uncertain"
 _RUN_ID_TIME = "%Y%m%dT%H%M%SZ"
+PLOTTED_RUNS = 90
+"""Runs shown in ``trends.png`` (the newest); the index table lists every run."""
 
 
 @dataclass
@@ -265,10 +267,12 @@ def _index_html(rows: Sequence[RunRow], has_plot: bool) -> str:
         drift = html.escape(r.drift or "")
         css = ' class="drift"' if r.drift == "drift" else ""
         conf = "" if r.mean_confidence is None else f"{r.mean_confidence:.3f}"
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.uncertain_by_reason.items()))
+        uncertain = f"{r.uncertain} ({html.escape(reasons)})" if reasons else str(r.uncertain)
         body.append(
             f"<tr{css}><td>{link}{' (dry run)' if r.dry_run else ''}</td>"
             f"<td>{r.started_at.isoformat(timespec='seconds') if r.started_at else ''}</td>"
-            f"<td>{r.photos}</td><td>{sum(r.filed.values())}</td><td>{r.uncertain}</td>"
+            f"<td>{r.photos}</td><td>{sum(r.filed.values())}</td><td>{uncertain}</td>"
             f"<td>{r.quarantined}</td><td>{conf}</td>"
             f"<td>{'' if r.exit_code is None else r.exit_code}</td>"
             f"<td>{','.join(map(str, r.model_versions))}</td><td>{drift}</td></tr>"
@@ -281,7 +285,7 @@ td,th{{border:1px solid #ccc;padding:2px 8px}} tr.drift{{background:#fde2e2}}</s
 </head><body>
 <h1>Nightly job history ({len(rows)} runs)</h1>
 <p>Generated {datetime.now(UTC).isoformat(timespec="seconds")} by <code>python -m batch
-history</code>. Each run links to its own report.</p>
+history</code>. Plots: the last {PLOTTED_RUNS} runs at most. Each run links to its own report.</p>
 {plot}
 <table><thead><tr><th>run</th><th>started (UTC)</th><th>photos</th><th>filed</th>
 <th>uncertain</th><th>quarantined</th><th>mean confidence</th><th>exit</th><th>model</th>
@@ -305,7 +309,7 @@ def refresh_index(results: Path) -> Path:
     results.mkdir(parents=True, exist_ok=True)
     rows = collect(results)
     if rows:
-        atomic_write(results / TRENDS_NAME, _trends_png(rows))
+        atomic_write(results / TRENDS_NAME, _trends_png(rows[-PLOTTED_RUNS:]))
     atomic_write(results / INDEX_NAME, _index_html(rows, bool(rows)).encode())
     return results / INDEX_NAME
 

@@ -53,6 +53,14 @@ def test_homogeneity_p_is_scipys_on_dense_tables_and_pools_sparse_cells():
     pooled = chi2_contingency(np.array([[50, 48], [500, 480]]), correction=False).pvalue
     assert drift.homogeneity_p(a, e) == pytest.approx(pooled)
     assert drift.homogeneity_p([5], [10]) == 1.0
+    # a night of only a rare category: the whole night sits in the pooled cell, which is kept
+    rare = chi2_contingency(np.array([[25, 0], [26, 315]]), correction=False).pvalue
+    assert 0 < rare < 1e-20
+    assert drift.homogeneity_p([25, 0], [26, 315]) == pytest.approx(rare)
+    # a pooled cell tonight expects under one photo in is left out
+    a, e = [30, 30, 0], [300, 300, 5]
+    two = chi2_contingency(np.array([[30, 30], [300, 300]]), correction=False).pvalue
+    assert drift.homogeneity_p(a, e) == pytest.approx(two)
 
 
 def test_confidence_bins_and_night_from_rows():

@@ -5,8 +5,8 @@
 the **train** split only, so validation and test figures stay comparable between versions. A
 photo is dropped, with its reason in ``prepare_report.json`` under ``extra_labels.dropped``, when:
 
-- ``in_validation`` / ``in_test``: its content (sha256) is already in that split (it would leak
-  a held-out photo into training);
+- ``in_<split>`` (``in_validation``, ``in_calibration``, ``in_test`` ...): its content (sha256)
+  is already in a split that is not ``train`` (it would leak a held-out photo into training);
 - ``unknown_label``: its label is not one of the data set's classes;
 - ``missing`` or an image error code (``corrupt_image`` ...): it cannot be read or decoded;
 - ``duplicate``: the same content is listed twice in the file.
@@ -128,9 +128,10 @@ def apply(artifacts_dir: Path, feedback_csv: Path) -> dict[str, Any]:
     """Adds a feedback file's photos to a prepared manifest's train split.
 
     Reads ``manifest.csv``, ``labels.txt`` and ``prepare_report.json`` from ``artifacts_dir``
-    (written by ``prepare``), hashes the validation and test photos, appends the accepted
-    feedback photos as ``train`` rows and rewrites the manifest and the report (``counts``,
-    ``totals`` and a new ``extra_labels`` entry, see :func:`merge`).
+    (written by ``prepare``), hashes every photo outside the train split (validation,
+    calibration, test, ...), inserts the accepted feedback photos as ``train`` rows after the
+    last train row (the rest of the manifest keeps its order) and rewrites the manifest and the
+    report (``counts``, ``totals`` and a new ``extra_labels`` entry, see :func:`merge`).
 
     Args:
         artifacts_dir: the prepared artifacts folder.
@@ -149,16 +150,20 @@ def apply(artifacts_dir: Path, feedback_csv: Path) -> dict[str, Any]:
     report_path = artifacts_dir / "prepare_report.json"
     report = json.loads(report_path.read_text(encoding="utf-8"))
     pairs = read_feedback(feedback_csv)
-    split_of = {e.path: e.split for e in entries if e.split in ("validation", "test")}
+    split_of = {e.path: e.split for e in entries if e.split != "train"}
     with ThreadPoolExecutor(max_workers=2) as pool:
         held_out = {d: split_of[p] for p, d in pool.map(_sha256, split_of) if d is not None}
     added, extra = merge(pairs, labels, held_out, str(feedback_csv))
-    order = {split: i for i, split in enumerate(SPLITS)}
-    entries = sorted(entries + added, key=lambda e: (order[e.split], e.label, e.path))
+    last_train = max((i for i, e in enumerate(entries) if e.split == "train"), default=-1)
+    added = sorted(added, key=lambda e: (e.label, e.path))
+    entries = entries[: last_train + 1] + added + entries[last_train + 1 :]
     write_manifest(artifacts_dir / "manifest.csv", entries)
+    splits = list(
+        dict.fromkeys([*SPLITS, *(report.get("counts") or {}), *(e.split for e in entries)])
+    )
     report["counts"] = {
         split: dict(sorted(Counter(e.label for e in entries if e.split == split).items()))
-        for split in SPLITS
+        for split in splits
     }
     report["totals"] = {split: sum(c.values()) for split, c in report["counts"].items()}
     report["extra_labels"] = extra

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="feedback.csv from `python -m batch feedback`: its photos are added to the train "
-        "split (photos whose content is in validation or test are dropped and reported)",
+        "split only (photos whose content is in any other split are dropped and reported)",
     )
     p.add_argument(
         "--labels-csv",

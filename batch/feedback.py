@@ -28,7 +28,7 @@ from pathlib import Path
 
 from batch.filing import sha256_file
 from batch.reports import atomic_write
-from batch.scan import IMAGE_EXTENSIONS
+from contract import IMAGE_SUFFIXES
 
 FEEDBACK_NAME = "feedback.csv"
 LEDGER_NAME = "ledger.sqlite"
@@ -93,7 +93,7 @@ def _candidates(processed: Path, known: set[str]):
                 path = Path(root) / name
                 if (
                     name.startswith(".")
-                    or path.suffix.lower() not in IMAGE_EXTENSIONS
+                    or path.suffix.lower() not in IMAGE_SUFFIXES
                     or str(path) in known
                     or not path.is_file()
                     or path.is_symlink()

@@ -447,6 +447,14 @@ def _dockerfile_cmd(path: Path, stage: str) -> list[str]:
     return json.loads(line.removeprefix("CMD"))
 
 
+def _user(path: Path, stage: str | None = None) -> int:
+    text = path.read_text()
+    if stage:
+        text = text.split(f" AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
+    (line,) = [x for x in text.splitlines() if x.startswith("USER ")][-1:]
+    return int(line.split()[1].split(":")[0])
+
+
 def _exposed(path: Path, stage: str | None = None) -> set[int]:
     text = path.read_text()
     if stage:
@@ -490,7 +498,18 @@ def test_images_ports_and_commands_agree_with_dockerfiles_and_compose(rendered):
         assert gateway["command"] == _dockerfile_cmd(ROOT / "Dockerfile.gateway", "gateway")
         env = {e["name"]: e.get("value") for e in gateway["env"]}
         assert env["MODEL_NAME"] == compose["gateway"]["environment"]["MODEL_NAME"]
-        batch = _pod_spec(_one(objects, "CronJob", "fashion-batch"))["containers"][0]
+        # Pods run as the user their image declares.
+        for name, dockerfile, stage in [
+            ("fashion-serving", "Dockerfile.serving", None),
+            ("fashion-gateway", "Dockerfile.gateway", "gateway"),
+        ]:
+            pod = _pod_spec(_one(objects, "Deployment", name))
+            assert pod["securityContext"]["runAsUser"] == _user(ROOT / dockerfile, stage), name
+        cron_pod = _pod_spec(_one(objects, "CronJob", "fashion-batch"))
+        assert cron_pod["securityContext"]["runAsUser"] == _user(
+            ROOT / "Dockerfile.gateway", "batch"
+        )
+        batch = cron_pod["containers"][0]
         assert batch["image"] == compose["batch"]["image"]
         assert batch["command"] == _dockerfile_cmd(ROOT / "Dockerfile.gateway", "batch")
     isvc = _one(rendered["kserve"], "InferenceService", "fashion")
@@ -498,6 +517,9 @@ def test_images_ports_and_commands_agree_with_dockerfiles_and_compose(rendered):
     transformer = isvc["spec"]["transformer"]["containers"][0]
     assert predictor["image"] == compose["serving"]["image"]
     _serving_args_match_dockerfile(predictor)
+    assert isvc["spec"]["predictor"]["securityContext"]["runAsUser"] == _user(
+        ROOT / "Dockerfile.serving"
+    )
     assert predictor["ports"][0] == {"name": "h2c", "containerPort": 8500, "protocol": "TCP"}
     assert transformer["image"] == compose["gateway"]["image"]
     assert transformer["command"] == ["python", "-m", "gateway.kserve"]

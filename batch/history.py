@@ -249,6 +249,10 @@ def _trends_png(rows: Sequence[RunRow]) -> bytes:
     for aspect, color in (("category_mix", "#8172b2"), ("confidence", "#ccb974")):
         psi = [r.drift_psi.get(aspect, float("nan")) for r in rows]
         axes[4].plot(x, psi, marker="o", label=aspect, color=color)
+    flagged = [i for i, r in enumerate(rows) if r.drift == "drift"]
+    if flagged:
+        top = [max(rows[i].drift_psi.values(), default=0.0) for i in flagged]
+        axes[4].scatter(flagged, top, marker="x", s=80, color="#c44e52", label="flagged", zorder=3)
     axes[4].set_ylabel("PSI")
     axes[4].set_title("Drift against the trailing nights")
     axes[4].legend(fontsize=7)
@@ -284,8 +288,9 @@ def _index_html(rows: Sequence[RunRow], has_plot: bool) -> str:
 td,th{{border:1px solid #ccc;padding:2px 8px}} tr.drift{{background:#fde2e2}}</style>
 </head><body>
 <h1>Nightly job history ({len(rows)} runs)</h1>
-<p>Generated {datetime.now(UTC).isoformat(timespec="seconds")} by <code>python -m batch
-history</code>. Plots: the last {PLOTTED_RUNS} runs at most. Each run links to its own report.</p>
+<p>Generated {datetime.now(UTC).isoformat(timespec="seconds")} by the nightly job (or
+<code>python -m batch history</code>). Plots: the last {PLOTTED_RUNS} runs at most. Each run
+links to its own report.</p>
 {plot}
 <table><thead><tr><th>run</th><th>started (UTC)</th><th>photos</th><th>filed</th>
 <th>uncertain</th><th>quarantined</th><th>mean confidence</th><th>exit</th><th>model</th>

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from batch.runner import run
-from batch.settings import EXIT_UNAVAILABLE, ConfigError, parse_settings
+from batch.settings import EXIT_CONFIG, ConfigError, parse_settings
 
 _TOOLS = {"history": "batch.history", "feedback": "batch.feedback"}
 """Sub-commands that read what the runs left behind (their own ``--help``)."""
@@ -22,8 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments after the program name (default ``sys.argv[1:]``).
 
     Returns:
-        The exit code: 0 all filed, 1 some quarantined or left for retry, 2 gateway unavailable,
-        bad configuration or another run holding the lock (see ``--help``).
+        The exit code: 0 all filed, 1 some quarantined or left for retry, 75 retry later
+        (gateway unavailable, another run holding the lock), 78 bad configuration (``--help``).
     """
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
@@ -34,9 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return module.main(args[1:])
     try:
         _command, settings = parse_settings(argv, os.environ)
+        settings.validate()  # before the per-run log exists: one line, nothing created
     except ConfigError as exc:
-        logging.getLogger("batch").error("bad configuration: %s", exc)
-        return EXIT_UNAVAILABLE
+        print(f"fashion-batch: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     result = run(settings)
     print(result.message, file=sys.stderr)
     return result.exit_code

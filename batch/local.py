@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from batch.settings import EXIT_UNAVAILABLE, parse_settings
+from batch.settings import EXIT_CONFIG, parse_settings
 from contract import IMAGE_SUFFIXES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not versions_on_disk(str(ROOT / "models" / MODEL_NAME)):
         _say(f"no model version under models/{MODEL_NAME}/: run `make train export` first")
-        return EXIT_UNAVAILABLE
+        return EXIT_CONFIG
 
     if args.serve:
         with ExitStack() as stack:
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Get it with: git clone {DATASET_REPO} && export FASHION_DATA_DIR=$PWD/"
             "clothing-dataset-small   (or drop your own photos into data/incoming/)"
         )
-        return EXIT_UNAVAILABLE
+        return EXIT_CONFIG
     if seeded:
         _say(
             f"{settings.incoming}/ was empty: copied the {seeded} test-split photos of "

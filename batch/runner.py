@@ -4,8 +4,9 @@ Threads only do HTTP (``/predict_batch`` in chunks, at most ``concurrency`` at o
 and every file-system change stay on the main thread, in ledger order, so the crash-safety
 argument in :mod:`batch.ledger` holds step by step. The order of a run:
 
-1. validate settings, take the run lock (exit 2 on failure, nothing touched);
-2. wait for ``GET /health`` = 200 (exit 2 after ``--health-timeout``, nothing touched);
+1. validate settings (exit 78, EX_CONFIG), take the run lock (exit 75, EX_TEMPFAIL: another run
+   holds it); nothing touched either way;
+2. wait for ``GET /health`` = 200 (exit 75 after ``--health-timeout``, nothing touched);
 3. recover: finish or undo interrupted moves; settle the reports of a crashed run;
 4. scan incoming, hash each file, register it in the ledger;
 5. file the files a previous run classified but did not file (no request);
@@ -34,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from threading import Event
 
+from filelock import FileLock, Timeout
+
 from batch import failpoints, filing, nightly, reports
 from batch.decide import (
     DEFAULT_MIN_CONFIDENCE,
@@ -51,9 +54,10 @@ from batch.gateway_client import (
 from batch.ledger import FileRow, Ledger
 from batch.scan import scan
 from batch.settings import (
+    EXIT_CONFIG,
     EXIT_OK,
     EXIT_PARTIAL,
-    EXIT_UNAVAILABLE,
+    EXIT_TEMPFAIL,
     BatchSettings,
     ConfigError,
 )
@@ -97,28 +101,30 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+class RunLockHeld(RuntimeError):
+    """Another run holds the results folder's lock (exit 75: retry later)."""
+
+
 @contextlib.contextmanager
 def _run_lock(results: Path) -> Iterator[None]:
     """Exclusive lock on ``results/.batch.lock`` so two runs never share a ledger.
 
+    ``filelock`` takes an OS lock that the OS drops when the process dies (``flock`` on POSIX,
+    ``msvcrt.locking`` on Windows), so a killed run never leaves a stale lock behind.
+
     Raises:
-        ConfigError: another run holds the lock.
+        RunLockHeld: another run (on this machine or sharing the folder) holds the lock.
     """
     results.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(results / LOCK_NAME, timeout=0)
     try:
-        import fcntl
-    except ImportError:  # Windows: no advisory lock; schtasks itself never overlaps a task.
+        lock.acquire()
+    except Timeout as exc:
+        raise RunLockHeld(f"another batch run holds {results / LOCK_NAME}; retry later") from exc
+    try:
         yield
-        return
-    with open(results / LOCK_NAME, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise ConfigError(f"another batch run holds {results / LOCK_NAME}") from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        lock.release()
 
 
 @contextlib.contextmanager
@@ -219,7 +225,7 @@ class Runner:
             health = self.client.wait_healthy(self.s.health_timeout)
         except GatewayUnavailableError as exc:
             log.error("%s; no file touched", exc)
-            return RunResult(self.run_id, EXIT_UNAVAILABLE, message=str(exc))
+            return RunResult(self.run_id, EXIT_TEMPFAIL, message=str(exc))
         log.info("gateway %s healthy: %s", self.client.base_url, json.dumps(health)[:300])
         ledger_path = ":memory:" if self.s.dry_run else self.s.results / LEDGER_NAME
         self.ledger = ledger = Ledger(ledger_path)
@@ -234,7 +240,7 @@ class Runner:
             self._classify_and_file([r for r in due if r.state == "discovered"])
             failpoints.reach("before_reports")
             rows = ledger.claim_for_report(self.run_id)
-            exit_code = EXIT_UNAVAILABLE if self._auth_failed else _exit_code(rows, self.s.dry_run)
+            exit_code = EXIT_CONFIG if self._auth_failed else _exit_code(rows, self.s.dry_run)
             report_dir = self.s.results / self.run_id
             ledger.set_report_path(self.run_id, str(report_dir / reports.CSV_NAME))
             table = reports.build_table(
@@ -570,7 +576,8 @@ def run(settings: BatchSettings, client: GatewayClient | None = None) -> RunResu
         client: optional gateway client (tests inject one).
 
     Returns:
-        The run's result; ``exit_code`` 2 for bad configuration, a held lock or no gateway.
+        The run's result; ``exit_code`` 78 for bad configuration, 75 for a held lock or no
+        gateway.
     """
     run_id = new_run_id()
     started = time.time()
@@ -578,7 +585,7 @@ def run(settings: BatchSettings, client: GatewayClient | None = None) -> RunResu
         settings.validate()
     except ConfigError as exc:
         log.error("bad configuration: %s", exc)
-        return RunResult(run_id, EXIT_UNAVAILABLE, message=f"bad configuration: {exc}")
+        return RunResult(run_id, EXIT_CONFIG, message=f"bad configuration: {exc}")
     with _run_logging(settings.logs, run_id) as log_path:
         log.info("run %s starting (dry_run=%s, log %s)", run_id, settings.dry_run, log_path)
         try:
@@ -586,8 +593,8 @@ def run(settings: BatchSettings, client: GatewayClient | None = None) -> RunResu
                 result = Runner(settings, run_id, client).run()
                 nightly.after_run(settings, result, started, LEDGER_NAME, refresh_index=True)
                 return result
-        except ConfigError as exc:
+        except RunLockHeld as exc:
             log.error("%s", exc)
-            result = RunResult(run_id, EXIT_UNAVAILABLE, message=str(exc))
+            result = RunResult(run_id, EXIT_TEMPFAIL, message=str(exc))
             nightly.after_run(settings, result, started, LEDGER_NAME, refresh_index=False)
             return result

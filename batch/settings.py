@@ -2,27 +2,38 @@
 
 Precedence, per field: command-line flag > environment variable > default. Every field documents
 its unit and default; :func:`parse_settings` is the only constructor the CLI uses, and
-:meth:`BatchSettings.validate` is where a bad configuration becomes exit code 2.
+:meth:`BatchSettings.validate` checks the values. A flag or variable that does not parse, or a
+value that cannot work, stops the job before it touches any file with one line naming it and exit
+code :data:`EXIT_CONFIG` (78, sysexits' EX_CONFIG: fix the configuration); a gateway that is down
+or another run holding the lock is :data:`EXIT_TEMPFAIL` (75, EX_TEMPFAIL: retry later).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from buildinfo import version_line
+
 EXIT_OK = 0
 """Every file found was filed under a category (or ``_uncertain``)."""
 EXIT_PARTIAL = 1
 """Some files were quarantined, or left in incoming for the next run."""
-EXIT_UNAVAILABLE = 2
-"""The gateway never became healthy, or the configuration is invalid; no file was touched."""
+EXIT_TEMPFAIL = 75
+"""Retry later (sysexits ``EX_TEMPFAIL``): the gateway never became healthy, or another run holds
+the lock. No file was touched."""
+EXIT_CONFIG = 78
+"""Fix the configuration (sysexits ``EX_CONFIG``): a flag or environment value that does not parse
+or cannot work, or the gateway refused the API key. No file was touched (an API key refused
+mid-run leaves the unsent files in incoming)."""
 
 
 class ConfigError(ValueError):
-    """The settings cannot work (exit code 2). The message says which setting and why."""
+    """The settings cannot work (exit code 78). The one-line message names the flag or variable."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,14 @@ class BatchSettings:
                 folder that does not exist, or an output folder inside the incoming folder (the
                 next scan would pick filed images up again).
         """
+        for name, kind in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if kind is float and value is not None and not math.isfinite(value):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be a finite number, got {value}"
+                )
+            if kind is Path and value is not None and not str(value).strip():
+                raise ConfigError(f"--{name.replace('_', '-')} must not be empty")
         if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
             raise ConfigError(f"--min-confidence must be within [0, 1], got {self.min_confidence}")
         for name in ("concurrency", "chunk_size", "drift_nights"):
@@ -128,25 +147,40 @@ class BatchSettings:
                 raise ConfigError(f"--{name} ({path}) must not be inside --incoming")
         if self.processed == self.quarantine:
             raise ConfigError("--processed and --quarantine must be different folders")
+        for name in ("processed", "quarantine", "results", "logs", "models_dir"):
+            path = getattr(self, name)
+            if path.exists() and not path.is_dir():
+                raise ConfigError(f"--{name.replace('_', '-')} ({path}) is a file, not a folder")
+        if self.metrics_textfile is not None and self.metrics_textfile.is_dir():
+            raise ConfigError(f"--metrics-textfile ({self.metrics_textfile}) is a folder")
 
 
 _ENV_PREFIX = "FASHION_BATCH_"
 _GATEWAY_KEY_ENV = "GATEWAY_API_KEY"
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as :class:`ConfigError` (exit 78) instead of exit 2."""
+
+    def error(self, message: str):  # noqa: D102 (argparse's hook)
+        raise ConfigError(f"{self.prog}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the ``python -m batch`` argument parser (``run`` sub-command), with the exit codes
     in its epilog."""
-    parser = argparse.ArgumentParser(
-        prog="python -m batch",
+    parser = _Parser(
+        prog="fashion-batch",
         description="Nightly job: classify the images in the incoming folder through the "
         "gateway and file each one under its category, with reports. Crash-safe: a SQLite "
         "ledger makes a rerun finish whatever a killed run left half done.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EXIT_CODES_HELP,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser(
         "run",
         help="process the incoming folder once",
@@ -198,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--health-timeout",
         type=float,
         help="seconds to wait for GET /health = 200 "
-        f"before exiting with code 2 (default {d.health_timeout:g})",
+        f"before exiting with code 75 (default {d.health_timeout:g})",
     )
     run.add_argument(
         "--request-timeout",
@@ -259,18 +293,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _EXIT_CODES_HELP = """exit codes:
-  0  every file found was filed (under its category or _uncertain)
-  1  some files were quarantined, or left in incoming for the next run (gateway/serving errors)
-  2  the gateway never became healthy, bad configuration, or another run holds the lock
-     (results/.batch.lock); no file was touched
+  0   every file found was filed (under its category or _uncertain)
+  1   some files were quarantined, or left in incoming for the next run (gateway/serving errors)
+  75  retry later (EX_TEMPFAIL): the gateway never became healthy, or another run holds the
+      lock (RESULTS/.batch.lock); no file was touched
+  78  fix the configuration (EX_CONFIG): a flag or FASHION_BATCH_* value that does not parse or
+      cannot work (the message names it), or the gateway refused the API key
 
 test hook (not for production): FASHION_BATCH_FAILPOINT=<point>:<n> SIGKILLs the job the n-th
 time it reaches <point> (see batch/failpoints.py)."""
 
 
+def _version() -> str:
+    return version_line("fashion-batch").replace("%", "%%")
+
+
 def _coerce(name: str, raw: str, kind: type) -> object:
     if kind is bool:
-        return raw.strip().lower() in _TRUE
+        word = raw.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ConfigError(
+                f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a boolean "
+                "(use 1/0, true/false, yes/no or on/off)"
+            )
+        return word in _TRUE
     try:
         return kind(raw)
     except ValueError as exc:
@@ -321,7 +367,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str]) -> BatchSett
         flag = getattr(args, name, None)
         if flag is not None:
             values[name] = flag
-        elif (raw := env.get(_ENV_PREFIX + name.upper())) not in (None, ""):
+        elif (raw := env.get(_ENV_PREFIX + name.upper())) is not None and raw.strip() != "":
             values[name] = _coerce(name, raw, kind)
         elif name == "api_key" and env.get(_GATEWAY_KEY_ENV):
             values[name] = env[_GATEWAY_KEY_ENV]
@@ -350,8 +396,8 @@ def parse_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> tuple[
         ``(command, settings)``; settings are not yet validated.
 
     Raises:
-        SystemExit: ``--help`` (code 0) or a malformed command line (argparse's code 2).
-        ConfigError: an environment value that does not parse.
+        SystemExit: ``--help`` or ``--version`` (code 0).
+        ConfigError: a flag or an environment value that does not parse.
     """
     args = build_parser().parse_args(argv)
     return args.command, settings_from(args, env)

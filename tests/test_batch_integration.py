@@ -257,10 +257,10 @@ def test_dry_run_moves_nothing(stack, dirs):
     ]
 
 
-def test_unreachable_gateway_exits_2_and_touches_nothing(dirs):
+def test_unreachable_gateway_exits_75_retry_later_and_touches_nothing(dirs):
     place(photo("hat", 0), dirs["incoming"] / "h.jpg")
     proc = cli(dirs, f"http://127.0.0.1:{free_port()}", "--health-timeout", "1")
-    assert proc.returncode == 2
+    assert proc.returncode == 75
     assert "not healthy after 1 s" in proc.stderr
     assert tree(dirs["incoming"]) == ["h.jpg"]
     assert not dirs["processed"].exists() and not dirs["quarantine"].exists()
@@ -272,7 +272,7 @@ def test_api_key_required_by_the_gateway(stack, dirs):
     env = {"SERVING_GRPC_ADDRESS": server.grpc_address, "GATEWAY_API_KEY": "s3cret"}
     with GatewayProcess(env) as gateway:
         refused = cli(dirs, gateway.url, env={"GATEWAY_API_KEY": "", "FASHION_BATCH_API_KEY": ""})
-        assert refused.returncode == 2, refused.stderr
+        assert refused.returncode == 78, refused.stderr  # a wrong key is configuration
         assert "unauthorized" in refused.stderr
         assert tree(dirs["incoming"]) == ["s.jpg"] and not dirs["processed"].exists()
         accepted = cli(dirs, gateway.url, env={"FASHION_BATCH_API_KEY": "s3cret"})

@@ -291,7 +291,7 @@ def test_photos_moved_by_hand_become_train_labels(stack, dirs, tmp_path):
 
 
 def test_a_run_without_gateway_still_writes_its_metrics(dirs, tmp_path):
-    """Exit 2 (gateway down): the textfile says so, and keeps the last success from the ledger."""
+    """Exit 75 (gateway down): the textfile says so, and keeps the last success from the ledger."""
     from batch.ledger import Ledger
 
     dirs["results"].mkdir()
@@ -303,7 +303,7 @@ def test_a_run_without_gateway_still_writes_its_metrics(dirs, tmp_path):
     proc = job(
         dirs, "http://127.0.0.1:9", "--health-timeout", "0.5", "--metrics-textfile", str(prom)
     )
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 75, proc.stderr
     check = subprocess.run(
         ["promtool", "check", "metrics"], input=prom.read_text(), capture_output=True, text=True
     )
@@ -313,7 +313,7 @@ def test_a_run_without_gateway_still_writes_its_metrics(dirs, tmp_path):
         for line in prom.read_text().splitlines()
         if line and not line.startswith("#")
     }
-    assert values["fashion_batch_last_run_exit_code"] == 2.0
+    assert values["fashion_batch_last_run_exit_code"] == 75.0
     db = sqlite3.connect(dirs["results"] / "ledger.sqlite")
     finished = db.execute("SELECT finished_at FROM runs").fetchone()[0]
     db.close()

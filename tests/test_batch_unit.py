@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from filelock import FileLock
 from PIL import Image
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
@@ -31,7 +32,7 @@ from batch.gateway_client import (
 )
 from batch.ledger import Ledger
 from batch.runner import LEDGER_NAME, run
-from batch.settings import BatchSettings, ConfigError, parse_settings
+from batch.settings import EXIT_CONFIG, EXIT_TEMPFAIL, BatchSettings, ConfigError, parse_settings
 
 LABELS = ["dress", "hat", "shoes"]
 
@@ -223,9 +224,9 @@ def test_help_documents_exit_codes(capsys):
         "--min-confidence",
         "--dry-run",
         "exit codes:",
-        "0  every file",
-        "2  the gateway never became healthy",
-        "another run holds the lock",
+        "0   every file",
+        "75  retry later (EX_TEMPFAIL): the gateway never became healthy, or another run holds",
+        "78  fix the configuration (EX_CONFIG)",
         "FASHION_BATCH_FAILPOINT",
     ):
         assert text in out
@@ -578,11 +579,11 @@ def test_gateway_down_leaves_files_and_rerun_files_them(gateway, dirs):
     assert read_csv(second)["status"].value_counts().to_dict() == {"filed": 4}
 
 
-def test_unhealthy_gateway_exits_2_touching_nothing(gateway, dirs):
+def test_unhealthy_gateway_exits_75_retry_later_touching_nothing(gateway, dirs):
     write(dirs["incoming"] / "hat__1.jpg", jpeg_bytes())
     gateway.healthy = False
     result = run(settings_for(dirs, gateway.url, health_timeout=0.5))
-    assert result.exit_code == 2 and "not healthy" in result.message
+    assert result.exit_code == EXIT_TEMPFAIL == 75 and "not healthy" in result.message
     assert all_files(dirs["incoming"]) == ["hat__1.jpg"]
     assert not dirs["processed"].exists() and not dirs["quarantine"].exists()
     assert gateway.requests == 0
@@ -702,21 +703,22 @@ def test_progress_line_counts_what_happened(gateway, dirs, caplog):
     assert len(all_files(dirs["processed"])) == 3 and len(all_files(dirs["incoming"])) == 3
 
 
-def test_a_second_concurrent_run_exits_2(gateway, dirs):
-    import fcntl
-
+def test_a_second_concurrent_run_exits_75_retry_later(gateway, dirs):
     write(dirs["incoming"] / "hat__1.jpg", jpeg_bytes())
     dirs["results"].mkdir()
-    with open(dirs["results"] / ".batch.lock", "a+") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with FileLock(dirs["results"] / ".batch.lock", timeout=0):
         result = run(settings_for(dirs, gateway.url))
-    assert result.exit_code == 2 and "another batch run" in result.message
+    assert result.exit_code == EXIT_TEMPFAIL == 75
+    lock = dirs["results"] / ".batch.lock"
+    assert result.message == f"another batch run holds {lock}; retry later"
     assert all_files(dirs["incoming"]) == ["hat__1.jpg"] and gateway.requests == 0
+    # Released: the next run goes ahead.
+    assert run(settings_for(dirs, gateway.url)).exit_code == 0
 
 
-def test_bad_configuration_exits_2(gateway, dirs):
+def test_bad_configuration_exits_78(gateway, dirs):
     result = run(settings_for(dirs, gateway.url, processed=dirs["incoming"] / "out"))
-    assert result.exit_code == 2 and "inside --incoming" in result.message
+    assert result.exit_code == EXIT_CONFIG == 78 and "inside --incoming" in result.message
 
 
 def test_report_preview_refuses_a_decompression_bomb_before_decoding(tmp_path):

@@ -1,15 +1,17 @@
 """Drift statistics, verdicts and thresholds (batch/drift.py), the metrics textfile
-(batch/metrics_textfile.py, checked by the real ``promtool``) and the model card's extra-label
-count. No services: counts in, verdicts out."""
+(batch/metrics_textfile.py) and the alerting rules over it (batch/schedule/fashion-batch.rules.yml),
+both checked by the real ``promtool``, and the model card's extra-label count. No services."""
 
 from __future__ import annotations
 
 import math
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from scipy.stats import chi2_contingency
 from support import drift_simulation
 
@@ -218,3 +220,74 @@ def test_model_card_records_extra_labels():
         export_info={},
     )
     assert card["dataset"]["extra_labels"] == {"added": 3, "dropped": 1, "source": "fb.csv"}
+
+
+RULES = Path(__file__).resolve().parents[1] / "batch" / "schedule" / "fashion-batch.rules.yml"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="Debian package prometheus")
+def test_alert_rules_fire_on_the_textfile_series(tmp_path):
+    """The shipped alerting rules, checked and unit-tested by promtool over the job's series."""
+    check = subprocess.run(
+        ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True
+    )
+    assert check.returncode == 0 and "SUCCESS: 4 rules found" in check.stdout, check.stderr
+    no_success = {
+        "exp_labels": {"severity": "page"},
+        "exp_annotations": {
+            "summary": "The nightly job has not finished successfully for 1d 3h 0m 0s",
+            "description": "Check `journalctl -u fashion-batch.service` and "
+            "logs/batch-<run_id>.log.",
+        },
+    }
+    tests = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # last success at t = 0, never again; a drift verdict from 10 min on
+                    {"series": "fashion_batch_last_success_timestamp_seconds", "values": "0x1700"},
+                    {
+                        "series": 'fashion_batch_last_run_drift_status{status="drift"}',
+                        "values": "0x9 1x20",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "25h",
+                        "alertname": "FashionBatchNoRecentSuccess",
+                        "exp_alerts": [],
+                    },
+                    {
+                        "eval_time": "27h",
+                        "alertname": "FashionBatchNoRecentSuccess",
+                        "exp_alerts": [no_success],
+                    },
+                    {"eval_time": "5m", "alertname": "FashionBatchDrift", "exp_alerts": []},
+                    {
+                        "eval_time": "15m",
+                        "alertname": "FashionBatchDrift",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "ticket", "status": "drift"},
+                                "exp_annotations": {
+                                    "summary": "Tonight's photos drifted from the trailing nights",
+                                    "description": "See results/batch_results/index.html and the "
+                                    "run's report.html (Drift section).",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "rules_test.yml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -62,10 +62,10 @@ export: install
 	$(BIN)/python -m export --model artifacts/model.keras --base-path models/fashion
 
 run: install
-	$(BIN)/python -m batch.local
+	$(BIN)/python -m devtools.local
 
 serve: install
-	$(BIN)/python -m batch.local --serve
+	$(BIN)/python -m devtools.local --serve
 
 bench: install
 	$(BIN)/python -m bench

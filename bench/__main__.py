@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     # every stage is measured with the same allocator behaviour.
     keep_large_buffers_on_heap()
 
-    from batch.local import server_args
+    from devtools.local import server_args
     from gateway.launcher import GatewayProcess
     from serving.launcher import ModelServerProcess
 

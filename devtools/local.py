@@ -1,14 +1,14 @@
 """``make run`` / ``make serve``: the whole product on one machine, without Docker.
 
-``python -m batch.local`` starts the local model server (``python -m serving``) on ``models/`` and
-the gateway in the background (logs in ``logs/``), waits for the gateway's ``/health``, runs the
-nightly job over ``data/incoming/``, prints the summary, and stops both services, also when the job
-fails. When ``data/incoming/`` holds no image it is first seeded with the test split of the data set
-(``FASHION_DATA_DIR``). ``--serve`` instead keeps model server (gRPC 8500, REST 8501) and gateway
-(8080) in the foreground until Ctrl-C, for REST callers.
+``python -m devtools.local`` starts the local model server (``python -m serving``) on
+``models/`` and the gateway in the background (logs in ``logs/``), waits for the gateway's
+``/health``, runs the nightly job over ``data/incoming/``, prints the summary, and stops both
+services, also when the job fails. When ``data/incoming/`` holds no image it is first seeded with
+the test split of the data set (``FASHION_DATA_DIR``). ``--serve`` instead keeps model server (gRPC
+8500, REST 8501) and gateway (8080) in the foreground until Ctrl-C, for REST callers.
 
-Exit codes are the nightly job's (0 all filed, 1 some quarantined or left for retry, 2 gateway
-unavailable or bad configuration), and 2 when there is no data set or no model to serve.
+Exit codes are the nightly job's (0 all filed, 1 some quarantined or left for retry, 75 retry
+later, 78 bad configuration), and 78 when there is no data set or no model to serve.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The process exit code (see the module docstring).
     """
     parser = argparse.ArgumentParser(
-        prog="python -m batch.local",
+        prog="python -m devtools.local",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -257,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _artifacts_arg(e)
     e.add_argument(
-        "--split", default="test", choices=("train", "validation", "test"), help="(%(default)s)"
+        "--split",
+        default="test",
+        choices=("train", "validation", "calibration", "test"),
+        help="(%(default)s)",
     )
     e.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="(%(default)s)")
     return parser

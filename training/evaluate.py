@@ -107,7 +107,9 @@ def evaluate(
     if rule_path.is_file():
         document = json.loads(rule_path.read_text())
         result.update(
-            judge_rule(net, document, entries, arrays, p_raw, columns, batch_size=batch_size)
+            judge_rule(
+                net, document, entries, arrays, p_raw, columns, split=split, batch_size=batch_size
+            )
         )
         if split == "test":
             rule.write_record(
@@ -231,6 +233,7 @@ def judge_rule(
     p_raw: np.ndarray,
     columns: list[str],
     *,
+    split: str = "test",
     batch_size: int = 32,
 ) -> dict:
     """The rule's figures on the evaluated split, its turned copies and the kept-out photos.
@@ -242,6 +245,8 @@ def judge_rule(
         arrays: the evaluated split's known-label photos, upright.
         p_raw: float ``(n, C)`` the model's softmax rows for ``arrays``.
         columns: the model's output columns.
+        split: the evaluated split; other than ``test``, its own off-category photos stand in
+            for the kept-out ones.
         batch_size: images per forward pass.
 
     Returns:
@@ -281,16 +286,20 @@ def judge_rule(
     size = arrays.images.shape[1]
     off: dict = {}
     mix_p, mix_y = [p_raw], [y]
-    for split in ("offclass_random", "offclass_labels"):
-        rows = [e for e in entries if e.split == split and e.label == OTHER_LABEL]
+    # The test split is judged against the kept-out off-category photos; another split (e.g.
+    # validation, while choosing) against its own off-category photos, so choosing never reads
+    # the kept-out ones.
+    off_splits = ("offclass_random", "offclass_labels") if split == "test" else (split,)
+    for part in off_splits:
+        rows = [e for e in entries if e.split == part and e.label == OTHER_LABEL]
         if not rows:
             continue
-        kept = dataset.load_split(rows, columns, split, size)
+        kept = dataset.load_split(rows, columns, part, size)
         p = rule.predict(net, kept, batch_size)
         o = rule.apply(document, p)
         filed = ~o.abstain
         origin = np.array([Path(path).parent.name for path in kept.paths])
-        off[split] = {
+        off[part] = {
             "n": len(rows),
             "filed": float(filed.mean()),
             "abstained": filing_figures(o, np.full(len(rows), -1))["abstained"],

@@ -228,3 +228,27 @@ def test_cli_help_lists_subcommands_and_flags():
 def test_train_without_manifest_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError):
         main(["train", "--artifacts", str(tmp_path), "--verbose", "0"])
+
+
+def test_train_fits_an_abstain_rule_and_evaluate_judges_it(run):
+    # No calibration split in this tiny set: the rule is fitted on validation and says so.
+    document = json.loads((run / "abstain_rule.json").read_text())
+    assert document["schema_version"] == 1 and document["other_class_index"] is None
+    assert document["min_known_probability"] is None and document["temperature"] > 0
+    assert document["fitted_on"]["split"] == "validation"
+    assert document["fitted_on"]["held_out_from_training_and_selection"] is False
+    assert document["fitted_on"]["scored_rows"] == 4 * 10  # 10 photos, 4 quarter turns
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["turned"]) == {"90", "180", "270", "all"}
+    assert all(metrics["turned"][a]["n"] == 10 for a in ("90", "180", "270"))
+    filing = metrics["filing"]
+    assert filing["n"] == 10 and filing["filed"] + sum(filing["abstained"].values()) == 10
+    assert set(metrics["bars"]["passed"]) >= {"accuracy", "coverage", "turned_filed_right"}
+    assert set(metrics["calibration"]) == {"temperature", "before", "after"}
+    record = json.loads((run / "calibration.json").read_text())
+    assert record["rule"]["temperature"] == document["temperature"]
+    assert record["test"]["accuracy"] == metrics["accuracy"]
+    assert record["choices"]["tried"]
+    for name in ("precision_coverage.png", "reliability.png"):
+        with Image.open(run / name) as image:
+            assert image.format == "PNG"

@@ -2,20 +2,24 @@
 
 Endpoints and JSON shapes: docs/CONTRACTS.md section 4; the OpenAPI document at ``/openapi.json``
 describes them. Authentication: when ``GATEWAY_API_KEY`` is set, every endpoint except
-``/health``, ``/livez`` and ``/metrics`` needs header ``X-API-Key`` (``/health`` is the
-orchestrator's readiness probe, ``/livez`` its liveness probe; ``/metrics`` is scraped by
-Prometheus and carries counts and timings only, no request data).
+``/health``, ``/livez``, ``/metrics`` and the try-it page needs header ``X-API-Key``
+(``/health`` is the orchestrator's readiness probe, ``/livez`` its liveness probe; ``/metrics`` is
+scraped by Prometheus and carries counts and timings only, no request data; the page is static and
+asks for the key itself).
+
+Around the routes (:mod:`gateway.web` wires them): request ids and the access log line, CORS,
+rate limits and the try-it page.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import time
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 
-from gateway import __version__, openapi, uploads
+from gateway import __version__, logs, openapi, page, uploads, web
+from gateway.cache import LocalStore, PredictionCache, RedisStore, VersionResolver
 from gateway.errors import GatewayError
 from gateway.errors import register as register_errors
 from gateway.metrics import Metrics
@@ -27,7 +31,7 @@ from serving_api.memory import keep_large_buffers_on_heap
 
 log = logging.getLogger(__name__)
 
-OPEN_ENDPOINTS = frozenset({"health", "livez", "metrics"})
+OPEN_ENDPOINTS = frozenset({"health", "livez", "metrics", "ui", "static"})
 """Endpoints that never need the API key."""
 
 ENDPOINTS = (
@@ -39,6 +43,7 @@ ENDPOINTS = (
     "GET /openapi.json",
     "POST /predict",
     "POST /predict_batch",
+    "GET /ui",
 )
 
 
@@ -59,10 +64,8 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
     """
     settings = settings if settings is not None else Settings.from_env()
     keep_large_buffers_on_heap()  # multi-MB Predict requests without fresh page faults per copy
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app = Flask("gateway")
+    logs.configure(settings.log_level, settings.log_format)
+    app = Flask("gateway", static_folder=page.STATIC_FOLDER, static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Let our own count check answer too_many_images before werkzeug's part limit answers 413.
     app.config["MAX_FORM_PARTS"] = max(1000, 2 * settings.max_batch_images + 16)
@@ -71,13 +74,15 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
     metrics = Metrics()
     client = ServingClient(settings, on_call=metrics.observe_serving_call)
     info = ModelInfo(client)
-    predictor = Predictor(client, info, settings, metrics)
+    cache, resolver = _prediction_cache(settings, client, metrics)
+    predictor = Predictor(client, info, settings, metrics, cache=cache, resolver=resolver)
     app.extensions["gateway"] = {
         "settings": settings,
         "client": client,
         "metrics": metrics,
         "predictor": predictor,
         "model_info": info,
+        "cache": cache,
     }
 
     def count_rejection(error: GatewayError) -> None:
@@ -88,26 +93,23 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
     if warm_up:
         info.warm_up()
 
-    @app.before_request
-    def _start() -> None:
-        g.start = time.perf_counter()
-        if settings.api_key and request.endpoint not in OPEN_ENDPOINTS:
+    def _needs_key() -> bool:
+        if request.method == "OPTIONS" or request.endpoint in OPEN_ENDPOINTS:
+            return False
+        return not (request.endpoint == "index" and page.wants_html(request))
+
+    def _check_key() -> None:
+        if settings.api_key and _needs_key():
             sent = request.headers.get("X-API-Key", "")
             if not hmac.compare_digest(sent.encode(), settings.api_key.encode()):
                 raise GatewayError("unauthorized", "missing or wrong X-API-Key header")
 
-    @app.after_request
-    def _record(response: Response) -> Response:
-        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.requests.labels(
-            endpoint=endpoint, method=request.method, status=str(response.status_code)
-        ).inc()
-        if "start" in g:
-            metrics.request_seconds.labels(endpoint=endpoint).observe(time.perf_counter() - g.start)
-        return response
+    web.install(app, settings, metrics, check_key=_check_key)
 
     @app.get("/")
     def index() -> Response:
+        if page.wants_html(request):
+            return page.page()
         body: dict = {
             "service": "fashion-gateway",
             "version": __version__,
@@ -176,6 +178,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
         options = uploads.query_options(request, settings)
         upload = uploads.single_image(request, settings)
         answer = predictor.classify([upload.data], top_k=options.top_k, selector=options.selector)
+        web.note_answer(answer.version, answer.cache)
         item = answer.items[0]
         if item.error is not None:
             raise item.error
@@ -188,6 +191,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
         answer = predictor.classify(
             [f.data for f in files], top_k=options.top_k, selector=options.selector
         )
+        web.note_answer(answer.version, answer.cache)
         predictions = []
         for index, (upload, item) in enumerate(zip(files, answer.items, strict=True)):
             entry: dict = {"index": index, "filename": upload.filename}
@@ -199,4 +203,29 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
             predictions.append(entry)
         return jsonify(model=_model_json(answer), predictions=predictions)
 
+    @app.get("/ui", endpoint="ui")
+    def ui() -> Response:
+        return page.page()
+
     return app
+
+
+def _prediction_cache(
+    settings: Settings, client: ServingClient, metrics: Metrics
+) -> tuple[PredictionCache | None, VersionResolver | None]:
+    """The prediction cache the settings ask for: none, in-process LRU or Redis."""
+    if settings.cache_size == 0:
+        return None, None
+    if settings.redis_url:
+        store = RedisStore(
+            settings.redis_url, settings.cache_ttl_seconds, settings.redis_timeout_seconds
+        )
+    else:
+        store = LocalStore(settings.cache_size)
+    cache = PredictionCache(
+        store,
+        on_lookup=metrics.observe_cache_lookup,
+        on_error=metrics.observe_cache_error,
+        pause_seconds=settings.cache_version_check_seconds,
+    )
+    return cache, VersionResolver(client.get_status, settings.cache_version_check_seconds)

@@ -24,6 +24,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "corrupt_image": 400,
     "missing_field": 400,
     "invalid_parameter": 400,
+    "invalid_base64": 400,
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
@@ -32,6 +33,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "too_many_images": 413,
     "unsupported_format": 415,
     "unsupported_media_type": 415,
+    "rate_limited": 429,
     "internal_error": 500,
     "serving_error": 502,
     "serving_unavailable": 503,
@@ -46,6 +48,7 @@ _CODE_BY_WERKZEUG_STATUS: Mapping[int, str] = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",  # Flask-Limiter's RateLimitExceeded
 }
 
 
@@ -121,6 +124,8 @@ def from_http_exception(exc: HTTPException) -> GatewayError:
     if status == 405:
         headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
     message = exc.description or exc.name
+    if status == 429:
+        message = f"rate limit exceeded ({message}); retry after the Retry-After header's seconds"
     return GatewayError(code, message, status=status, headers=headers)
 
 

@@ -40,6 +40,10 @@ class Metrics:
             by error code.
         answered: ``gateway_model_version_responses_total{version}``, Predict responses by the
             model version that answered.
+        cache_lookups: ``gateway_cache_lookups_total{result}``, images looked up in the
+            prediction cache, ``hit`` or ``miss`` (a failing store counts as a miss).
+        cache_errors: ``gateway_cache_errors_total{store, operation}``, failed cache store calls
+            (each one answered without the cache).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -86,6 +90,27 @@ class Metrics:
             ["version"],
             registry=r,
         )
+
+        self.cache_lookups = Counter(
+            "gateway_cache_lookups",
+            "Images looked up in the prediction cache by result (hit or miss)",
+            ["result"],
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "gateway_cache_errors",
+            "Failed prediction cache calls (answered without the cache)",
+            ["store", "operation"],
+            registry=r,
+        )
+
+    def observe_cache_lookup(self, result: str, count: int) -> None:
+        """Count ``count`` images looked up with ``result`` (the cache's ``on_lookup`` hook)."""
+        self.cache_lookups.labels(result=result).inc(count)
+
+    def observe_cache_error(self, store: str, operation: str) -> None:
+        """Count one failed store call (the cache's ``on_error`` hook)."""
+        self.cache_errors.labels(store=store, operation=operation).inc()
 
     def observe_serving_call(self, method: str, seconds: float, status: str) -> None:
         """Record one gRPC round trip (the serving client's ``on_call`` hook)."""

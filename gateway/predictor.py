@@ -9,13 +9,17 @@ labelled by one version. Labels come from the ``classes`` output of the same Pre
 (docs/CONTRACTS.md section 2): the gateway holds no label list. Likewise the abstain decision:
 when the version's signature has the rule's outputs, each classification carries ``abstain``,
 ``abstain_reason`` and ``known_probability`` from the same response; otherwise it has none.
+
+With a prediction cache (:mod:`gateway.cache`), images whose bytes were answered before by the
+version this request resolves to are answered from their cached output rows; only the others are
+decoded and sent, pinned to that version so the whole response stays labelled by one version.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -30,6 +34,7 @@ from contract import (
     OUTPUT_PROBABILITIES,
     RULE_OUTPUTS,
 )
+from gateway.cache import PredictionCache, Row, VersionResolver, cache_key, image_digest
 from gateway.errors import GatewayError, from_image_error
 from gateway.metrics import Metrics
 from gateway.model_info import InputSpec, ModelInfo
@@ -100,11 +105,14 @@ class Answer:
         model_name: the model that answered (configured name if no Predict call was made).
         version: the version that answered, None if no image reached the model.
         items: one result per input image, in input order.
+        cache: ``"hit"`` every predicted image came from the cache, ``"miss"`` otherwise, None
+            when the gateway has no prediction cache.
     """
 
     model_name: str
     version: int | None
     items: list[ItemResult]
+    cache: str | None = None
 
 
 def classify_rows(
@@ -174,6 +182,17 @@ def classify_rows(
     return results
 
 
+@dataclass(frozen=True)
+class _Partial(Answer):
+    stored: int = 0
+    """images answered (from the cache or the model)"""
+
+
+def _stack(rows: Sequence[Row]) -> dict[str, np.ndarray]:
+    """Cached rows -> outputs with one row per image, as a Predict response has them."""
+    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+
+
 def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -192,11 +211,24 @@ class Predictor:
         model_info: input spec cache.
         settings: chunk size, pixel limit, decode threads.
         metrics: where decode time, labels and answering versions are recorded.
+        cache: the prediction cache, or None for none.
+        resolver: resolves the version a request would get (needed with ``cache``).
     """
 
     def __init__(
-        self, client: ServingClient, model_info: ModelInfo, settings: Settings, metrics: Metrics
+        self,
+        client: ServingClient,
+        model_info: ModelInfo,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        cache: PredictionCache | None = None,
+        resolver: VersionResolver | None = None,
     ) -> None:
+        if (cache is None) != (resolver is None):
+            raise ValueError("give both cache and resolver, or neither")
+        self._cache = cache
+        self._resolver = resolver
         self._client = client
         self._info = model_info
         self._settings = settings
@@ -222,8 +254,8 @@ class Predictor:
             self._metrics.decode_seconds.observe(time.perf_counter() - start)
 
     def _predict(
-        self, batch: np.ndarray, spec: InputSpec, selector: VersionSelector, top_k: int
-    ) -> tuple[PredictResult, list[Classification]]:
+        self, batch: np.ndarray, spec: InputSpec, selector: VersionSelector
+    ) -> PredictResult:
         result = self._client.predict(
             {spec.name: batch.astype(spec.dtype, copy=False)},
             selector=selector,
@@ -241,20 +273,27 @@ class Predictor:
                 f"version {result.version} answered with a signature other than version "
                 f"{spec.version}'s",
             )
+        rows = {len(v) for v in result.outputs.values() if np.ndim(v) >= 1}
+        if rows != {len(batch)}:
+            raise GatewayError(
+                "serving_error", f"Predict returned {sorted(rows)} rows for {len(batch)} images"
+            )
+        return result
+
+    def _classifications(
+        self, outputs: Mapping[str, np.ndarray], top_k: int, has_rule: bool
+    ) -> list[Classification]:
+        """Model outputs (one row per image) -> classifications, counted by label."""
         try:
-            rule = {key: result.outputs[key] for key in RULE_OUTPUTS} if spec.has_rule else None
+            rule = {key: outputs[key] for key in RULE_OUTPUTS} if has_rule else None
             rows = classify_rows(
-                result.outputs[OUTPUT_PROBABILITIES], result.outputs[OUTPUT_CLASSES], top_k, rule
+                outputs[OUTPUT_PROBABILITIES], outputs[OUTPUT_CLASSES], top_k, rule
             )
         except KeyError as exc:
             raise GatewayError("serving_error", f"Predict response lacks output {exc}") from None
-        if len(rows) != len(batch):
-            raise GatewayError(
-                "serving_error", f"Predict returned {len(rows)} rows for {len(batch)} images"
-            )
         for row in rows:
             self._metrics.images.labels(label=row.label).inc()
-        return result, rows
+        return rows
 
     def classify(
         self, images: Sequence[bytes], *, top_k: int, selector: VersionSelector = LATEST
@@ -285,34 +324,93 @@ class Predictor:
                 raise
             return self._classify(images, fresh, top_k, selector)
 
+    def _cache_keys(self, images: Sequence[bytes], spec: InputSpec, version: int) -> list[str]:
+        shape = f"{spec.height}x{spec.width}x{spec.channels}:{spec.dtype}"
+        return [
+            cache_key(self._settings.model_name, version, shape, image_digest(data))
+            for data in images
+        ]
+
     def _classify(
         self, images: Sequence[bytes], spec: InputSpec, top_k: int, selector: VersionSelector
     ) -> Answer:
+        if self._cache is None:
+            answer = self._classify_uncached(images, spec, top_k, selector, {})
+            return Answer(answer.model_name, answer.version, answer.items)
+        version = self._resolver.resolve(selector)
+        if version is None:  # a label, or no version known: straight to the model
+            answer = self._classify_uncached(images, spec, top_k, selector, {})
+            return Answer(answer.model_name, answer.version, answer.items, cache="miss")
+        keys = self._cache_keys(images, spec, version)
+        cached = self._cache.get(keys)
+        hits = {i: row for i, row in enumerate(cached) if row is not None}
+        # Misses go to the version the hits came from, so one version labels the whole answer.
+        pinned = VersionSelector(version=version) if hits else selector
+        try:
+            answer = self._classify_uncached(images, spec, top_k, pinned, hits)
+        except GatewayError as exc:
+            if not hits or exc.code != "not_found":
+                raise
+            # The cached version went away between the status check and the call.
+            answer = self._classify_uncached(images, spec, top_k, selector, {})
+            hits = {}
+        all_cached = bool(hits) and answer.stored == len(hits)
+        return Answer(
+            answer.model_name,
+            version if all_cached else answer.version,
+            answer.items,
+            cache="hit" if all_cached else "miss",
+        )
+
+    def _classify_uncached(
+        self,
+        images: Sequence[bytes],
+        spec: InputSpec,
+        top_k: int,
+        selector: VersionSelector,
+        hits: Mapping[int, Row],
+    ) -> _Partial:
+        items: list[ItemResult | None] = [None] * len(images)
+        if hits:
+            outputs = _stack([hits[i] for i in sorted(hits)])
+            has_rule = all(key in outputs for key in RULE_OUTPUTS)
+            rows = self._classifications(outputs, top_k, has_rule)
+            for i, row in zip(sorted(hits), rows, strict=True):
+                items[i] = ItemResult(classification=row)
+        todo = [i for i in range(len(images)) if i not in hits]
         # Every image is queued for decoding at once; each chunk is sent as soon as its images are
         # decoded, so the model works on one chunk while the pool decodes the next.
-        if len(images) == 1:
-            decoded = [_done(self._decode(images[0], spec))]
+        if len(todo) == 1:
+            decoded = {todo[0]: _done(self._decode(images[todo[0]], spec))}
         else:
-            decoded = [self._pool.submit(self._decode, data, spec) for data in images]
-        items: list[ItemResult | None] = [None] * len(images)
+            decoded = {i: self._pool.submit(self._decode, images[i], spec) for i in todo}
         model_name, version = self._settings.model_name, None
         indices: list[int] = []
         arrays: list[np.ndarray] = []
+        fresh: dict[int, Row] = {}
 
         def flush() -> None:
             nonlocal model_name, version
             pinned = selector if version is None else VersionSelector(version=version)
-            result, rows = self._predict(np.stack(arrays), spec, pinned, top_k)
+            result = self._predict(np.stack(arrays), spec, pinned)
             if version is None:
                 model_name, version = result.model_name or model_name, result.version
                 self._info.observe(selector, version)
-            for i, row in zip(indices, rows, strict=True):
+                if self._resolver is not None:
+                    self._resolver.saw(version)
+            elif result.version != version:
+                raise GatewayError(
+                    "serving_error", f"version {version} was asked, {result.version} answered"
+                )
+            rows = self._classifications(result.outputs, top_k, spec.has_rule)
+            for n, (i, row) in enumerate(zip(indices, rows, strict=True)):
                 items[i] = ItemResult(classification=row)
+                fresh[i] = {key: value[n] for key, value in result.outputs.items()}
             indices.clear()
             arrays.clear()
 
         try:
-            for i, future in enumerate(decoded):
+            for i, future in decoded.items():
                 array = future.result()
                 if isinstance(array, GatewayError):
                     items[i] = ItemResult(error=array)
@@ -324,9 +422,12 @@ class Predictor:
             if indices:
                 flush()
         finally:
-            for future in decoded:
+            for future in decoded.values():
                 future.cancel()
-        return Answer(model_name=model_name, version=version, items=items)
+        if fresh and self._cache is not None:
+            keys = self._cache_keys([images[i] for i in fresh], spec, version)
+            self._cache.put(dict(zip(keys, fresh.values(), strict=True)))
+        return _Partial(model_name, version, items, stored=len(hits) + len(fresh))
 
     def labels(self, selector: VersionSelector = LATEST) -> tuple[str, int, list[str]]:
         """The class labels of a version, in class-id order, from one Predict of a zero image.
@@ -346,6 +447,8 @@ class Predictor:
             {spec.name: zero}, selector=selector, output_filter=[OUTPUT_CLASSES]
         )
         self._info.observe(selector, result.version)
+        if self._resolver is not None:
+            self._resolver.saw(result.version)
         classes = result.outputs.get(OUTPUT_CLASSES)
         if classes is None or classes.ndim != 2 or classes.shape[0] != 1:
             raise GatewayError("serving_error", "Predict returned no [1, num_classes] classes")

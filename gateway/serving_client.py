@@ -4,7 +4,9 @@ One channel per client (the app creates one client per process) and it is reused
 request. Each call carries a deadline. Retries are gRPC's own retry policy (gRFC A6, set through
 the channel's service config), bounded and with exponential backoff and jitter, for ``UNAVAILABLE``
 only: the one status that means the request never reached a model. Message size limits are set
-explicitly on both directions. gRPC failures leave this module as :class:`GatewayError`.
+explicitly on both directions. gRPC failures leave this module as :class:`GatewayError`. The id of
+the HTTP request being served (:mod:`gateway.request_ids`) travels with every call as gRPC metadata
+``x-request-id``, so the model server's log can be matched with the gateway's.
 
 The target is any gRPC target (``host:port``, ``dns:///name:port``, ``ipv4:a:port,b:port``) and
 the load-balancing policy comes from ``SERVING_LB_POLICY``: with ``round_robin`` the channel keeps
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from gateway import request_ids
 from gateway.errors import GatewayError
 from gateway.settings import Settings
 from serving_api import protos
@@ -172,8 +175,10 @@ class ServingClient:
     def _call(self, method: str, rpc: Callable, request: object) -> object:
         start = time.perf_counter()
         status = "OK"
+        request_id = request_ids.current()
+        metadata = ((request_ids.GRPC_METADATA_KEY, request_id),) if request_id else None
         try:
-            return rpc(request, timeout=self.settings.deadline_seconds)
+            return rpc(request, timeout=self.settings.deadline_seconds, metadata=metadata)
         except grpc.RpcError as exc:
             status = exc.code().name if exc.code() else "UNKNOWN"
             raise self._map_error(method, exc) from None

@@ -104,6 +104,55 @@ class Settings:
         4,
     )
     log_level: str = _env("LOG_LEVEL", "Python logging level of the gateway", "INFO")
+    log_format: str = _env(
+        "LOG_FORMAT",
+        "'text' (readable lines) or 'json' (one JSON object per line: time, level, request_id, "
+        "endpoint, status, latency_ms, version, cache)",
+        "text",
+    )
+    cors_origins: str | None = _env(
+        "CORS_ORIGINS",
+        "comma-separated origins allowed to call the gateway from browser scripts "
+        "(e.g. https://shop.example); unset: no CORS headers at all",
+        None,
+    )
+    rate_limit: str | None = _env(
+        "RATE_LIMIT",
+        "requests allowed per caller, e.g. '120/minute' or '10/second;500/hour'; counted per API "
+        "key when GATEWAY_API_KEY is set, else per client address; unset: no limit",
+        None,
+    )
+    trusted_proxies: int = _env(
+        "TRUSTED_PROXIES",
+        "reverse proxies in front of the gateway whose X-Forwarded-For entry is trusted for the "
+        "client address (0 = use the TCP peer)",
+        0,
+    )
+    redis_url: str | None = _env(
+        "REDIS_URL",
+        "Redis for the rate-limit counts and the prediction cache, e.g. redis://redis:6379/0; "
+        "unset: both kept in the process",
+        None,
+    )
+    redis_timeout_seconds: float = _env(
+        "REDIS_TIMEOUT_SECONDS",
+        "connect and read timeout of one Redis call in seconds; a slower Redis is skipped",
+        0.1,
+    )
+    cache_size: int = _env(
+        "CACHE_SIZE",
+        "predictions kept by the in-process LRU cache (0 = no prediction cache, also with Redis)",
+        1024,
+    )
+    cache_ttl_seconds: int = _env(
+        "CACHE_TTL_SECONDS", "lifetime of a prediction cached in Redis, in seconds", 86400
+    )
+    cache_version_check_seconds: float = _env(
+        "CACHE_VERSION_CHECK_SECONDS",
+        "how long the latest AVAILABLE version is trusted before asking TF Serving again, in "
+        "seconds; bounds how long cached answers of a replaced version can be returned",
+        5.0,
+    )
 
     def __post_init__(self) -> None:
         positive = (
@@ -116,6 +165,9 @@ class Settings:
             "top_k",
             "decode_threads",
             "retry_after_seconds",
+            "redis_timeout_seconds",
+            "cache_ttl_seconds",
+            "cache_version_check_seconds",
         )
         for name in (*positive, "retry_backoff_seconds"):
             value = getattr(self, name)
@@ -129,12 +181,26 @@ class Settings:
             raise SettingsError(
                 f"SERVING_LB_POLICY must be one of {', '.join(LB_POLICIES)}, got {self.lb_policy!r}"
             )
+        for name in ("cache_size", "trusted_proxies"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{_env_name(name)} must be >= 0, got {getattr(self, name)}")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"LOG_FORMAT must be 'text' or 'json', got {self.log_format!r}")
+        if self.rate_limit is not None:
+            _check_rate_limit(self.rate_limit)
+        if self.cors_origins is not None and not self.cors_origin_list:
+            raise SettingsError("CORS_ORIGINS must name at least one origin when set")
         levels = logging.getLevelNamesMapping()
         if self.log_level not in levels or self.log_level == "NOTSET":
             raise SettingsError(
                 f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, "
                 f"CRITICAL, got {self.log_level!r}"
             )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """``CORS_ORIGINS`` split at commas, blanks dropped (empty when unset)."""
+        return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
 
     @classmethod
     def from_env(
@@ -204,6 +270,17 @@ class Settings:
             {"env": f.metadata["env"], "default": repr(f.default), "doc": f.metadata["doc"]}
             for f in dataclasses.fields(cls)
         ]
+
+
+def _check_rate_limit(text: str) -> None:
+    from limits import parse_many  # Flask-Limiter's parser, so a value here is a value there
+
+    try:
+        parse_many(text)
+    except ValueError:
+        raise SettingsError(
+            f"RATE_LIMIT={text!r} is not a rate limit like '120/minute' or '10/second;500/hour'"
+        ) from None
 
 
 def _env_name(field_name: str) -> str:

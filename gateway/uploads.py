@@ -1,7 +1,9 @@
 """HTTP request -> inputs: the uploaded image bytes and the query parameters. No model logic.
 
 ``/predict`` takes multipart field ``image`` or a raw body whose ``Content-Type`` is ``image/*``
-(or ``application/octet-stream``); ``/predict_batch`` takes repeated multipart field ``images``.
+(or ``application/octet-stream``) or JSON ``{"image": {"b64": ...}}``; ``/predict_batch`` takes
+repeated multipart field ``images`` or JSON ``{"instances": [{"b64": ...}, ...]}`` (base64 rules
+in :mod:`gateway.json_input`).
 Body size is bounded by Flask's ``MAX_CONTENT_LENGTH``: werkzeug answers 413 for a declared
 ``Content-Length`` over it and while parsing multipart (chunked included). A raw body without
 ``Content-Length`` (chunked) is read here instead: werkzeug's stream would stop at the limit without
@@ -16,12 +18,14 @@ from dataclasses import dataclass
 from flask import Request
 from werkzeug.exceptions import ClientDisconnected
 
+from gateway import json_input
 from gateway.errors import GatewayError
 from gateway.serving_client import VersionSelector
 from gateway.settings import Settings
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _RAW_TYPES = ("application/octet-stream",)
+_JSON = "application/json"
 _READ_CHUNK = 1024 * 1024
 
 
@@ -144,15 +148,17 @@ def single_image(request: Request, settings: Settings) -> Upload:
     """The image of a ``/predict`` request.
 
     Args:
-        request: multipart with one ``image`` field, or a raw ``image/*`` body.
+        request: multipart with one ``image`` field, a raw ``image/*`` body or JSON
+            ``{"image": {"b64": "..."}}``.
         settings: for the byte limit.
 
     Returns:
-        The upload (filename None for a raw body).
+        The upload (filename None for a raw or JSON body).
 
     Raises:
         GatewayError: ``missing_field`` (400) multipart without an ``image`` file (a text field
-            named ``image`` is told to be a file upload) or no body;
+            named ``image`` is told to be a file upload) or no body; JSON errors of
+            :func:`gateway.json_input.single_image`;
             ``invalid_parameter`` (400) more than one ``image``; ``unsupported_media_type``
             (415) another content type; ``payload_too_large`` (413).
     """
@@ -168,14 +174,19 @@ def single_image(request: Request, settings: Settings) -> Upload:
         return Upload(files[0].filename, _check_size(files[0].read(), settings))
     if mimetype.startswith("image/") or mimetype in _RAW_TYPES:
         return Upload(None, _raw_body(request, settings))
+    if mimetype == _JSON:
+        body = _raw_body(request, settings)
+        return Upload(None, json_input.single_image(body, max_bytes=settings.max_body_bytes))
     if not mimetype and not request.content_length:
         raise GatewayError(
             "missing_field",
-            "send an image as multipart field 'image' or as the body with an image/* Content-Type",
+            "send an image as multipart field 'image', as the body with an image/* Content-Type "
+            'or as JSON {"image": {"b64": "..."}}',
         )
     raise GatewayError(
         "unsupported_media_type",
-        f"Content-Type {mimetype!r} is not accepted; send multipart/form-data or image/*",
+        f"Content-Type {mimetype!r} is not accepted; send multipart/form-data, image/* or "
+        "application/json",
     )
 
 
@@ -183,21 +194,31 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
     """The images of a ``/predict_batch`` request, in the order they were sent.
 
     Args:
-        request: multipart with one or more ``images`` fields.
+        request: multipart with one or more ``images`` fields, or JSON
+            ``{"instances": [{"b64": "..."}, ...]}``.
         settings: byte and count limits.
 
     Returns:
-        The uploads with their filenames.
+        The uploads with their filenames (None for JSON instances).
 
     Raises:
-        GatewayError: ``unsupported_media_type`` (415) not multipart; ``missing_field`` (400) no
+        GatewayError: ``unsupported_media_type`` (415) neither multipart nor JSON; JSON errors of
+            :func:`gateway.json_input.batch_images`; ``missing_field`` (400) no
             ``images`` file; ``too_many_images`` (413) more than ``MAX_BATCH_IMAGES``;
             ``payload_too_large`` (413).
     """
+    if request.mimetype == _JSON:
+        images = json_input.batch_images(
+            _raw_body(request, settings),
+            max_bytes=settings.max_body_bytes,
+            max_images=settings.max_batch_images,
+        )
+        return [Upload(None, data) for data in images]
     if request.mimetype != "multipart/form-data":
         raise GatewayError(
             "unsupported_media_type",
-            "send the images as repeated multipart/form-data field 'images'",
+            "send the images as repeated multipart/form-data field 'images' or as JSON "
+            '{"instances": [{"b64": "..."}, ...]}',
         )
     files = request.files.getlist("images")
     if not files:

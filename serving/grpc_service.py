@@ -1,12 +1,15 @@
 """gRPC endpoints: ``tensorflow.serving.PredictionService`` and ``tensorflow.serving.ModelService``.
 
 Thin: each method hands the request to :class:`serving.core.ServingCore` and turns a
-``ServingError`` into the RPC's status code and message.
+``ServingError`` into the RPC's status code and message. A call that carries gRPC metadata
+``x-request-id`` (the gateway sends the id of the HTTP request it serves) is logged with that id,
+its status and its duration, so one request can be followed from the gateway's log into this one.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from concurrent import futures
 
@@ -19,14 +22,39 @@ from serving_api import protos
 log = logging.getLogger(__name__)
 
 
+REQUEST_ID_KEY = "x-request-id"
+"""gRPC metadata key of the caller's request id."""
+
+
+def _request_id(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY:
+            return value if isinstance(value, str) else None
+    return None
+
+
 def _call(context: grpc.ServicerContext, method, request):
+    request_id = _request_id(context)
+    start = time.perf_counter()
+    status = "OK"
     try:
         return method(request)
     except ServingError as exc:
+        status = exc.code.name
         context.abort(exc.code, exc.message)
     except Exception as exc:  # a bug here must still answer, as INTERNAL
+        status = "INTERNAL"
         log.exception("unexpected error")
         context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    finally:
+        if request_id is not None:
+            log.info(
+                "%s x-request-id=%s status=%s %.1f ms",
+                method.__name__,
+                request_id[:64],
+                status,
+                (time.perf_counter() - start) * 1000,
+            )
 
 
 class PredictionService(protos.prediction_service_pb2_grpc.PredictionServiceServicer):

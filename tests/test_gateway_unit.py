@@ -151,6 +151,7 @@ def test_error_table_matches_the_contract():
         405,
         413,
         415,
+        429,
         500,
         502,
         503,
@@ -212,6 +213,11 @@ def test_request_shape_errors(closed_address):
         (client.post("/predict"), 400, "missing_field"),
         (
             client.post("/predict", data=b"{}", content_type="application/json"),
+            400,
+            "missing_field",
+        ),
+        (
+            client.post("/predict", data=b"{}", content_type="text/plain"),
             415,
             "unsupported_media_type",
         ),
@@ -369,7 +375,7 @@ def test_openapi_lists_every_path_and_error_code(closed_address):
 
 def test_metrics_count_requests_and_rejections(closed_address):
     client = _client(closed_address)
-    client.post("/predict", data=b"{}", content_type="application/json")
+    client.post("/predict", data=b"{}", content_type="text/plain")
     text = client.get("/metrics").get_data(as_text=True)
     assert 'gateway_requests_total{endpoint="/predict",method="POST",status="415"} 1.0' in text
     assert 'gateway_rejected_inputs_total{reason="unsupported_media_type"} 1.0' in text

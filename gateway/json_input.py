@@ -1,0 +1,137 @@
+"""JSON request bodies as TF Serving's REST API callers send images: base64 in ``{"b64": ...}``.
+
+``/predict`` takes ``{"image": {"b64": "..."}}`` and ``/predict_batch`` takes
+``{"instances": [{"b64": "..."}, ...]}``. Standard (``+/``) and URL-safe (``-_``) alphabets are
+both accepted, with or without ``=`` padding. Limits are checked on the encoded text, before
+anything is decoded: the image count first, then each string's length against the bytes it would
+decode to. No Flask here: the routes hand over the body bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+from gateway.errors import GatewayError
+
+_ALPHABET = re.compile(r"[A-Za-z0-9+/_\-]*={0,2}")
+_TO_STANDARD = str.maketrans("-_", "+/")
+
+B64_PATTERN = r"^[A-Za-z0-9+/_\-]*={0,2}$"
+"""What a ``b64`` string may look like (the OpenAPI document states it)."""
+
+
+def decoded_size(text: str) -> int:
+    """Bytes that a base64 string of this length decodes to (padding ignored), rounded up."""
+    return (len(text.rstrip("=")) * 3 + 3) // 4
+
+
+def decode_b64(text: object, where: str) -> bytes:
+    """Decode one base64 string, either alphabet, padding optional.
+
+    Args:
+        text: the value of a ``b64`` key.
+        where: where it was found, for the message, e.g. ``instances[2].b64``.
+
+    Returns:
+        The decoded bytes (empty for an empty string; the image decoder then says ``empty_file``).
+
+    Raises:
+        GatewayError: ``invalid_base64`` (400) naming ``where`` for a non-string, a character
+            outside both alphabets, misplaced padding or a length no base64 text can have.
+    """
+    if not isinstance(text, str):
+        raise GatewayError("invalid_base64", f"{where} must be a base64 string")
+    if not _ALPHABET.fullmatch(text):
+        raise GatewayError(
+            "invalid_base64",
+            f"{where} is not base64: only A-Z a-z 0-9 + / (or - _) and trailing = are allowed",
+        )
+    body = text.rstrip("=").translate(_TO_STANDARD)
+    if len(body) % 4 == 1:
+        raise GatewayError("invalid_base64", f"{where} is not base64: its length is impossible")
+    try:
+        return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise GatewayError("invalid_base64", f"{where} is not base64: {exc}") from None
+
+
+def _load(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise GatewayError("invalid_parameter", "the body is not valid JSON") from None
+
+
+def _b64_of(item: object, where: str, max_bytes: int) -> str:
+    if not isinstance(item, dict) or "b64" not in item:
+        raise GatewayError("missing_field", f'{where} must be an object {{"b64": "<base64>"}}')
+    text = item["b64"]
+    if isinstance(text, str) and decoded_size(text) > max_bytes:
+        raise GatewayError(
+            "payload_too_large",
+            f"{where}.b64 decodes to more than the limit of {max_bytes} bytes",
+        )
+    return text
+
+
+def single_image(body: bytes, *, max_bytes: int) -> bytes:
+    """The image of a JSON ``/predict`` body ``{"image": {"b64": "..."}}``.
+
+    Args:
+        body: the request body (already bounded by ``MAX_BODY_BYTES``).
+        max_bytes: the largest decoded image, bytes.
+
+    Returns:
+        The image bytes.
+
+    Raises:
+        GatewayError: ``invalid_parameter`` (400) not JSON; ``missing_field`` (400) no
+            ``image.b64``; ``payload_too_large`` (413) the text decodes to over ``max_bytes``
+            (checked before decoding); ``invalid_base64`` (400).
+    """
+    doc = _load(body)
+    if not isinstance(doc, dict) or "image" not in doc:
+        raise GatewayError("missing_field", 'send {"image": {"b64": "<base64 image>"}}')
+    return decode_b64(_b64_of(doc["image"], "image", max_bytes), "image.b64")
+
+
+def batch_images(body: bytes, *, max_bytes: int, max_images: int) -> list[bytes]:
+    """The images of a JSON ``/predict_batch`` body ``{"instances": [{"b64": "..."}, ...]}``.
+
+    Args:
+        body: the request body (already bounded by ``MAX_BODY_BYTES``).
+        max_bytes: the largest total of decoded images, bytes.
+        max_images: the most instances.
+
+    Returns:
+        The image bytes in input order.
+
+    Raises:
+        GatewayError: ``invalid_parameter`` (400) not JSON or ``instances`` not a list;
+            ``missing_field`` (400) no or empty ``instances`` or an instance without ``b64``;
+            ``too_many_images`` (413) over ``max_images``; ``payload_too_large`` (413) the texts
+            decode to over ``max_bytes`` (checked before decoding); ``invalid_base64`` (400)
+            naming the first bad index.
+    """
+    doc = _load(body)
+    if not isinstance(doc, dict) or "instances" not in doc:
+        raise GatewayError("missing_field", 'send {"instances": [{"b64": "<base64 image>"}, ...]}')
+    instances = doc["instances"]
+    if not isinstance(instances, list):
+        raise GatewayError("invalid_parameter", "instances must be a list")
+    if not instances:
+        raise GatewayError("missing_field", "instances is empty; send at least one image")
+    if len(instances) > max_images:
+        raise GatewayError(
+            "too_many_images",
+            f"{len(instances)} images sent; the limit is {max_images} per request",
+        )
+    texts = [_b64_of(item, f"instances[{i}]", max_bytes) for i, item in enumerate(instances)]
+    if sum(decoded_size(t) for t in texts if isinstance(t, str)) > max_bytes:
+        raise GatewayError(
+            "payload_too_large", f"the images decode to more than the limit of {max_bytes} bytes"
+        )
+    return [decode_b64(t, f"instances[{i}].b64") for i, t in enumerate(texts)]

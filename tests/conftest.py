@@ -48,3 +48,24 @@ def dirs(tmp_path):
     }
     d["incoming"].mkdir()
     return d
+
+
+def _require(binary: str, package: str) -> None:
+    """Skip outside CI when a Debian program is missing; in CI (CI=true) fail instead."""
+    import shutil
+
+    if shutil.which(binary) is None:
+        message = f"{binary} is not installed (apt-get install -y {package}; make install does it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real Debian ``redis-server`` on a free port (owner: web). Tests may stop and restart it."""
+    _require("redis-server", "redis-server")
+    from support.redis_server import RedisServer
+
+    with RedisServer(tmp_path) as server:
+        yield server

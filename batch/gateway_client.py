@@ -8,6 +8,10 @@ Failures are sorted into two kinds the runner treats differently:
 - :class:`RejectedRequestError`: a 4xx for the whole request (e.g. 401 ``unauthorized``, 413
   ``too_many_images`` / ``payload_too_large``). Retrying the same request cannot help.
 
+A 429 ``rate_limited`` is neither: the job waits the ``Retry-After`` seconds the gateway sent (up to
+:data:`RATE_LIMIT_WAIT_CAP`) and sends the same request again, up to :data:`RATE_LIMIT_WAITS`
+times, without using up its retries; past that it is transient (the files stay in incoming).
+
 Per-item errors inside a 200 response are not exceptions: they are returned to the caller.
 """
 
@@ -23,7 +27,13 @@ from typing import Any
 import requests
 
 RETRY_BACKOFF_CAP = 30.0
-"""Longest wait between two attempts, seconds (also caps a server's ``Retry-After``)."""
+"""Longest wait between two attempts after a failure, seconds (also caps a 503's Retry-After)."""
+
+RATE_LIMIT_WAIT_CAP = 120.0
+"""Longest wait after a 429, seconds (a per-minute limit asks for up to about 60)."""
+
+RATE_LIMIT_WAITS = 20
+"""Most 429 answers one request waits out before it counts as a transient failure."""
 
 
 class GatewayError(Exception):
@@ -83,6 +93,13 @@ def _error_of(response: requests.Response) -> tuple[str, str]:
         return str(err["code"]), str(err.get("message", ""))
     except (ValueError, KeyError, TypeError):
         return f"http_{response.status_code}", response.text[:200]
+
+
+def _retry_after(response: requests.Response, default: float) -> float:
+    """Seconds a 429 asks to wait (``Retry-After`` in seconds), within 0..RATE_LIMIT_WAIT_CAP."""
+    value = response.headers.get("Retry-After", "").strip()
+    seconds = float(value) if value.isdigit() else default
+    return min(max(seconds, 0.0), RATE_LIMIT_WAIT_CAP)
 
 
 class GatewayClient:
@@ -187,6 +204,7 @@ class GatewayClient:
             for name, data in items
         ]
         attempt = 0
+        limited = 0
         while True:
             wait = self._backoff * (2**attempt)
             try:
@@ -204,6 +222,14 @@ class GatewayClient:
                 if resp.status_code == 200:
                     return self._parse(resp, len(items))
                 code, message = _error_of(resp)
+                if resp.status_code == 429 and limited < RATE_LIMIT_WAITS and not should_stop():
+                    limited += 1
+                    self._sleep(_retry_after(resp, default=self._backoff))
+                    continue
+                if resp.status_code == 429:
+                    raise TransientGatewayError(
+                        code, f"HTTP 429 {code}: still limited after {limited} waits: {message}"
+                    )
                 if resp.status_code < 500:
                     raise RejectedRequestError(resp.status_code, code, message)
                 error = TransientGatewayError(code, f"HTTP {resp.status_code} {code}: {message}")

@@ -2,9 +2,9 @@
 
 ``/predict`` takes ``{"image": {"b64": "..."}}`` and ``/predict_batch`` takes
 ``{"instances": [{"b64": "..."}, ...]}``. Standard (``+/``) and URL-safe (``-_``) alphabets are
-both accepted, with or without ``=`` padding. Limits are checked on the encoded text, before
-anything is decoded: the image count first, then each string's length against the bytes it would
-decode to. No Flask here: the routes hand over the body bytes.
+both accepted, with or without ``=`` padding. Limits hold before anything is decoded: the body was
+already refused over ``MAX_BODY_BYTES`` (so no image can decode to more), and the image count is
+checked before the first string is decoded. No Flask here: the routes hand over the body bytes.
 """
 
 from __future__ import annotations
@@ -21,11 +21,6 @@ _TO_STANDARD = str.maketrans("-_", "+/")
 
 B64_PATTERN = r"^[A-Za-z0-9+/_\-]*={0,2}$"
 """What a ``b64`` string may look like (the OpenAPI document states it)."""
-
-
-def decoded_size(text: str) -> int:
-    """Bytes that a base64 string of this length decodes to (padding ignored), rounded up."""
-    return (len(text.rstrip("=")) * 3 + 3) // 4
 
 
 def decode_b64(text: object, where: str) -> bytes:
@@ -65,45 +60,36 @@ def _load(body: bytes) -> object:
         raise GatewayError("invalid_parameter", "the body is not valid JSON") from None
 
 
-def _b64_of(item: object, where: str, max_bytes: int) -> str:
+def _b64_of(item: object, where: str) -> object:
     if not isinstance(item, dict) or "b64" not in item:
         raise GatewayError("missing_field", f'{where} must be an object {{"b64": "<base64>"}}')
-    text = item["b64"]
-    if isinstance(text, str) and decoded_size(text) > max_bytes:
-        raise GatewayError(
-            "payload_too_large",
-            f"{where}.b64 decodes to more than the limit of {max_bytes} bytes",
-        )
-    return text
+    return item["b64"]
 
 
-def single_image(body: bytes, *, max_bytes: int) -> bytes:
+def single_image(body: bytes) -> bytes:
     """The image of a JSON ``/predict`` body ``{"image": {"b64": "..."}}``.
 
     Args:
         body: the request body (already bounded by ``MAX_BODY_BYTES``).
-        max_bytes: the largest decoded image, bytes.
 
     Returns:
         The image bytes.
 
     Raises:
         GatewayError: ``invalid_parameter`` (400) not JSON; ``missing_field`` (400) no
-            ``image.b64``; ``payload_too_large`` (413) the text decodes to over ``max_bytes``
-            (checked before decoding); ``invalid_base64`` (400).
+            ``image.b64``; ``invalid_base64`` (400).
     """
     doc = _load(body)
     if not isinstance(doc, dict) or "image" not in doc:
         raise GatewayError("missing_field", 'send {"image": {"b64": "<base64 image>"}}')
-    return decode_b64(_b64_of(doc["image"], "image", max_bytes), "image.b64")
+    return decode_b64(_b64_of(doc["image"], "image"), "image.b64")
 
 
-def batch_images(body: bytes, *, max_bytes: int, max_images: int) -> list[bytes]:
+def batch_images(body: bytes, *, max_images: int) -> list[bytes]:
     """The images of a JSON ``/predict_batch`` body ``{"instances": [{"b64": "..."}, ...]}``.
 
     Args:
         body: the request body (already bounded by ``MAX_BODY_BYTES``).
-        max_bytes: the largest total of decoded images, bytes.
         max_images: the most instances.
 
     Returns:
@@ -112,9 +98,8 @@ def batch_images(body: bytes, *, max_bytes: int, max_images: int) -> list[bytes]
     Raises:
         GatewayError: ``invalid_parameter`` (400) not JSON or ``instances`` not a list;
             ``missing_field`` (400) no or empty ``instances`` or an instance without ``b64``;
-            ``too_many_images`` (413) over ``max_images``; ``payload_too_large`` (413) the texts
-            decode to over ``max_bytes`` (checked before decoding); ``invalid_base64`` (400)
-            naming the first bad index.
+            ``too_many_images`` (413) over ``max_images`` (before decoding any);
+            ``invalid_base64`` (400) naming the first bad index.
     """
     doc = _load(body)
     if not isinstance(doc, dict) or "instances" not in doc:
@@ -129,9 +114,5 @@ def batch_images(body: bytes, *, max_bytes: int, max_images: int) -> list[bytes]
             "too_many_images",
             f"{len(instances)} images sent; the limit is {max_images} per request",
         )
-    texts = [_b64_of(item, f"instances[{i}]", max_bytes) for i, item in enumerate(instances)]
-    if sum(decoded_size(t) for t in texts if isinstance(t, str)) > max_bytes:
-        raise GatewayError(
-            "payload_too_large", f"the images decode to more than the limit of {max_bytes} bytes"
-        )
+    texts = [_b64_of(item, f"instances[{i}]") for i, item in enumerate(instances)]
     return [decode_b64(t, f"instances[{i}].b64") for i, t in enumerate(texts)]

@@ -82,7 +82,7 @@ def install(app: Flask, settings: Settings) -> Limiter | None:
     limiter = Limiter(
         lambda: caller_key(settings),
         app=app,
-        default_limits=[settings.rate_limit],
+        application_limits=[settings.rate_limit],  # one count per caller over all endpoints
         storage_uri=settings.redis_url or "memory://",
         storage_options=storage_options,
         strategy="fixed-window",

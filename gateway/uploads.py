@@ -176,7 +176,7 @@ def single_image(request: Request, settings: Settings) -> Upload:
         return Upload(None, _raw_body(request, settings))
     if mimetype == _JSON:
         body = _raw_body(request, settings)
-        return Upload(None, json_input.single_image(body, max_bytes=settings.max_body_bytes))
+        return Upload(None, json_input.single_image(body))
     if not mimetype and not request.content_length:
         raise GatewayError(
             "missing_field",
@@ -209,9 +209,7 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
     """
     if request.mimetype == _JSON:
         images = json_input.batch_images(
-            _raw_body(request, settings),
-            max_bytes=settings.max_body_bytes,
-            max_images=settings.max_batch_images,
+            _raw_body(request, settings), max_images=settings.max_batch_images
         )
         return [Upload(None, data) for data in images]
     if request.mimetype != "multipart/form-data":

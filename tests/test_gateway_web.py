@@ -28,6 +28,16 @@ from serving.launcher import ModelServerProcess
 pytestmark = pytest.mark.integration
 
 LATEST = 2  # the shared tiny_server serves tiny version 2
+ALL_VERSIONS = """
+model_config_list {
+  config {
+    name: "fashion"
+    base_path: "%s"
+    model_platform: "tensorflow"
+    model_version_policy { all {} }
+  }
+}
+"""
 
 
 def _photo(seed: int = 0, size=(48, 32)) -> bytes:
@@ -112,16 +122,8 @@ def test_json_input_errors_have_exact_codes(tiny_server):
         ("/predict_batch", {"instances": []}, 400, "missing_field", "instances"),
         ("/predict_batch", {"instances": {"b64": good}}, 400, "invalid_parameter", "list"),
         ("/predict_batch", {"instances": [{"b64": good}] * 4}, 413, "too_many_images", "4 images"),
-        # 3800 base64 characters decode to 2850 bytes: under the body limit as text, so the check
-        # on the decoded size answers, before anything is decoded
-        ("/predict", {"image": {"b64": "A" * 3800}}, 413, "payload_too_large", "decodes"),
-        (
-            "/predict_batch",
-            {"instances": [{"b64": "A" * 1900}, {"b64": "A" * 1900}]},
-            413,
-            "payload_too_large",
-            "decode",
-        ),
+        # over MAX_BODY_BYTES: refused from the declared length, before any JSON is parsed
+        ("/predict", {"image": {"b64": "A" * 4100}}, 413, "payload_too_large", "limit"),
     ]
     for path, body, status, code, named in cases:
         response = client.post(path, json=body)
@@ -215,7 +217,7 @@ def test_over_the_limit_is_429_with_retry_after_and_probes_are_never_limited(tin
     assert limited.status_code == 429
     assert limited.json["error"]["code"] == "rate_limited"
     assert "3 per 1 minute" in limited.json["error"]["message"]
-    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert 1 <= int(limited.headers["Retry-After"]) <= 61  # the window end, rounded up
     assert limited.headers["X-RateLimit-Remaining"] == "0"
     assert int(limited.headers["X-RateLimit-Reset"]) >= int(time.time())
     # the count is per caller, over every limited endpoint: /classes is refused too
@@ -306,7 +308,7 @@ def test_a_repeated_image_is_a_cache_hit_with_the_same_answer(tiny_server):
     )
     assert again.headers["X-Cache"] == "hit"
     assert again.json["model"] == {"name": "fashion", "version": LATEST}
-    assert _metric(client, 'gateway_cache_lookups_total{result="hit"}') == 4.0
+    assert _metric(client, 'gateway_cache_lookups_total{result="hit"}') == 5.0
     assert _metric(client, 'gateway_cache_lookups_total{result="miss"}') == 2.0
     # a version label skips the cache (the status API cannot resolve labels)
     off = _app(tiny_server.grpc_address, cache_size=0).test_client()
@@ -316,8 +318,11 @@ def test_a_repeated_image_is_a_cache_hit_with_the_same_answer(tiny_server):
 def test_a_new_version_ends_cached_answers_of_the_old_one(tiny_model_base, tmp_path):
     base = tmp_path / "fashion"
     tiny_models.copy_version(tiny_model_base / "1", base, 1)
+    config = tmp_path / "models.config"
+    config.write_text(ALL_VERSIONS % base)  # the old version stays loaded, so it can be pinned
     with ModelServerProcess(
-        ["--model_name=fashion", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"],
+        ["--model_config_file", str(config), "--file_system_poll_wait_seconds=1"],
+        wait_for_model="fashion",
         log_path=tmp_path / "serving.log",
     ) as process:
         client = _app(process.grpc_address, cache_version_check_seconds=1.0).test_client()
@@ -332,6 +337,7 @@ def test_a_new_version_ends_cached_answers_of_the_old_one(tiny_model_base, tmp_p
         seen = []
         while time.monotonic() - published < 30:
             response = client.post("/predict", data=data, content_type="image/png")
+            assert response.status_code == 200, response.json
             seen.append((response.json["model"]["version"], response.headers["X-Cache"]))
             if response.json["model"]["version"] == 2:
                 break
@@ -386,44 +392,63 @@ def test_request_ids_are_echoed_replaced_or_made(tiny_server):
     assert re.fullmatch(r"[0-9a-f]{32}", made.headers["X-Request-Id"])
 
 
-def test_a_request_id_reaches_the_model_server_log_and_every_json_log_line(
-    tiny_model_base, tmp_path
-):
-    with ModelServerProcess(
-        ["--model_name=fashion", f"--model_base_path={tiny_model_base}"],
-        log_path=tmp_path / "serving.log",
-    ) as server:
-        gateway_log = tmp_path / "gateway.log"
-        with GatewayProcess(
-            {"SERVING_GRPC_ADDRESS": server.grpc_address, "LOG_FORMAT": "json", "CACHE_SIZE": "0"},
-            log_path=gateway_log,
-        ) as gateway:
-            import requests
+def test_a_request_id_reaches_the_model_server_log_and_every_json_log_line(tiny_server, tmp_path):
+    import requests
 
-            response = requests.post(
-                gateway.url + "/predict",
-                data=_photo(seed=5),
-                headers={"Content-Type": "image/png", "X-Request-Id": "trace-me-123"},
-                timeout=30,
-            )
-            assert response.status_code == 200
-            assert response.headers["X-Request-Id"] == "trace-me-123"
-        serving_lines = [
-            line
-            for line in (tmp_path / "serving.log").read_text().splitlines()
-            if "trace-me-123" in line
-        ]
-    assert any("x-request-id=trace-me-123 status=OK" in line for line in serving_lines)
-    assert any(line.split()[2:3] == ["INFO"] or "INFO" in line for line in serving_lines)
+    gateway_log = tmp_path / "gateway.log"
+    with GatewayProcess(
+        {"SERVING_GRPC_ADDRESS": tiny_server.grpc_address, "LOG_FORMAT": "json", "CACHE_SIZE": "0"},
+        log_path=gateway_log,
+    ) as gateway:
+        response = requests.post(
+            gateway.url + "/predict",
+            data=_photo(seed=5),
+            headers={"Content-Type": "image/png", "X-Request-Id": "trace-me-123"},
+            timeout=30,
+        )
+        assert response.status_code == 200
+        assert response.headers["X-Request-Id"] == "trace-me-123"
+    serving_lines = [
+        line for line in tiny_server.log_path.read_text().splitlines() if "trace-me-123" in line
+    ]
+    assert len(serving_lines) == 1  # one Predict call for one image
+    assert "predict x-request-id=trace-me-123 status=OK" in serving_lines[0]
     records = [
         json.loads(line) for line in gateway_log.read_text().splitlines() if line.startswith("{")
     ]
-    mine = [r for r in records if r.get("request_id") == "trace-me-123"]
-    access = [r for r in mine if r["logger"] == "gateway.access"]
-    assert len(access) == 1
-    assert access[0]["endpoint"] == "/predict"
-    assert access[0]["status"] == 200
-    assert access[0]["version"] == LATEST
-    assert access[0]["cache"] is None
-    assert access[0]["latency_ms"] > 0
-    assert set(access[0]) >= {"time", "level", "logger", "message", "request_id"}
+    access = [r for r in records if r["logger"] == "gateway.access"]
+    mine = [r for r in access if r["request_id"] == "trace-me-123"]
+    assert len(mine) == 1
+    assert mine[0]["endpoint"] == "/predict"
+    assert mine[0]["status"] == 200
+    assert mine[0]["version"] == LATEST
+    assert mine[0]["cache"] is None
+    assert mine[0]["latency_ms"] > 0
+    assert mine[0]["level"] == "INFO"
+    assert set(mine[0]) >= {"time", "level", "logger", "message", "request_id"}
+    # every log line is JSON (Flask's own " * Serving Flask app" banner is not a log record)
+    lines = [x for x in gateway_log.read_text().splitlines() if x and not x.startswith(" * ")]
+    assert all(line.startswith("{") for line in lines)
+
+
+# ---- the nightly job's client and the limit -----------------------------------------------------
+
+
+def test_the_nightly_jobs_client_waits_out_429_retry_after(tiny_server):
+    from batch.gateway_client import GatewayClient
+
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    env = {"SERVING_GRPC_ADDRESS": tiny_server.grpc_address, "RATE_LIMIT": "2 per 3 seconds"}
+    with GatewayProcess(env) as gateway:
+        client = GatewayClient(gateway.url, retries=0, backoff=0.1, sleep=sleep)
+        photos = [(f"{i}.png", _photo(seed=30 + i)) for i in range(5)]
+        answers = [client.predict_batch([photo]) for photo in photos]
+    assert [a.predictions[0]["label"] for a in answers] == [_expected(p)[0] for _, p in photos]
+    # 5 requests at 2 per 3-second window: at least two 429s, each waited out for its Retry-After
+    assert len(waits) >= 2
+    assert all(1 <= w <= 4 for w in waits)

@@ -33,7 +33,9 @@ def drift_of(settings: Any, run_id: str, table: Any, ledger_path: Path) -> dict[
 
     try:
         tonight = drift.night_from_report(run_id, table)
-        earlier = drift.nights_from_ledger(ledger_path, exclude=run_id)
+        # runs without photos are skipped, so read more runs than nights
+        limit = max(60, 4 * settings.drift_nights)
+        earlier = drift.nights_from_ledger(ledger_path, exclude=run_id, limit=limit)
         card, card_path = drift.read_model_card(settings.models_dir, tonight.model_version)
         thresholds = dataclasses.replace(drift.THRESHOLDS, nights=settings.drift_nights)
         result = drift.assess(tonight, earlier, thresholds, card, card_path)

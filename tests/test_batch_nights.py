@@ -41,6 +41,7 @@ def stack(tmp_path_factory):
         ModelServerProcess(
             ["--model_name", "fashion", "--model_base_path", str(MODEL_BASE)],
             log_path=logs / "serving.log",
+            start_timeout=300,  # loading + warm-up took over 120 s on the shared 2-core host
         ) as server,
         GatewayProcess(
             {"SERVING_GRPC_ADDRESS": server.grpc_address}, log_path=logs / "gateway.log"

@@ -20,7 +20,7 @@ from flask import Flask, Response, jsonify, request
 
 from gateway import __version__, logs, openapi, page, uploads, web
 from gateway.cache import LocalStore, PredictionCache, RedisStore, VersionResolver
-from gateway.errors import GatewayError
+from gateway.errors import ErrorCode, GatewayError
 from gateway.errors import register as register_errors
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
         if settings.api_key and _needs_key():
             sent = request.headers.get("X-API-Key", "")
             if not hmac.compare_digest(sent.encode(), settings.api_key.encode()):
-                raise GatewayError("unauthorized", "missing or wrong X-API-Key header")
+                raise GatewayError(ErrorCode.UNAUTHORIZED, "missing or wrong X-API-Key header")
 
     web.install(app, settings, metrics, check_key=_check_key)
 
@@ -138,13 +138,13 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
             statuses = client.get_status()
         except GatewayError as exc:
             raise GatewayError(
-                "serving_unavailable", f"not ready: {exc.message}", headers=retry
+                ErrorCode.SERVING_UNAVAILABLE, f"not ready: {exc.message}", headers=retry
             ) from None
         available = [s.version for s in statuses if s.state == AVAILABLE]
         if not available:
             states = ", ".join(f"{s.version}: {s.state}" for s in statuses) or "none"
             raise GatewayError(
-                "serving_unavailable",
+                ErrorCode.SERVING_UNAVAILABLE,
                 f"no AVAILABLE version of model {settings.model_name!r} (versions {states})",
                 headers=retry,
             )

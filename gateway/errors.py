@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from enum import StrEnum
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
@@ -18,37 +19,57 @@ from preprocessing import ImageError
 
 log = logging.getLogger(__name__)
 
-STATUS_BY_CODE: Mapping[str, int] = {
-    "empty_file": 400,
-    "not_an_image": 400,
-    "corrupt_image": 400,
-    "missing_field": 400,
-    "invalid_parameter": 400,
-    "invalid_base64": 400,
-    "unauthorized": 401,
-    "not_found": 404,
-    "method_not_allowed": 405,
-    "payload_too_large": 413,
-    "image_too_large": 413,
-    "too_many_images": 413,
-    "unsupported_format": 415,
-    "unsupported_media_type": 415,
-    "rate_limited": 429,
-    "internal_error": 500,
-    "serving_error": 502,
-    "serving_unavailable": 503,
-    "deadline_exceeded": 504,
-}
-"""HTTP status of every public error code (docs/CONTRACTS.md section 4)."""
+
+class ErrorCode(StrEnum):
+    """Every public error code, each with its HTTP status (docs/CONTRACTS.md section 4).
+
+    Raise with a member (``GatewayError(ErrorCode.SERVING_ERROR, ...)``): a misspelt member is an
+    unknown attribute that tests/test_gateway_unit.py finds in every module without running it,
+    where a misspelt string used to become a KeyError, i.e. a 500, inside an error path. Members
+    are strings, so they compare equal to and serialise as their value.
+    """
+
+    EMPTY_FILE = "empty_file", 400
+    NOT_AN_IMAGE = "not_an_image", 400
+    CORRUPT_IMAGE = "corrupt_image", 400
+    MISSING_FIELD = "missing_field", 400
+    INVALID_PARAMETER = "invalid_parameter", 400
+    INVALID_BASE64 = "invalid_base64", 400
+    UNAUTHORIZED = "unauthorized", 401
+    NOT_FOUND = "not_found", 404
+    METHOD_NOT_ALLOWED = "method_not_allowed", 405
+    PAYLOAD_TOO_LARGE = "payload_too_large", 413
+    IMAGE_TOO_LARGE = "image_too_large", 413
+    TOO_MANY_IMAGES = "too_many_images", 413
+    UNSUPPORTED_FORMAT = "unsupported_format", 415
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415
+    RATE_LIMITED = "rate_limited", 429
+    INTERNAL_ERROR = "internal_error", 500
+    SERVING_ERROR = "serving_error", 502
+    SERVING_UNAVAILABLE = "serving_unavailable", 503
+    DEADLINE_EXCEEDED = "deadline_exceeded", 504
+
+    def __new__(cls, value: str, status: int) -> ErrorCode:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.status = status
+        return member
+
+    status: int
+    """The HTTP status this code is answered with."""
+
+
+STATUS_BY_CODE: Mapping[str, int] = {code.value: code.status for code in ErrorCode}
+"""HTTP status of every public error code, by its string value."""
 
 # werkzeug's own HTTP errors (raised before or around our views) and the code each becomes.
-_CODE_BY_WERKZEUG_STATUS: Mapping[int, str] = {
-    400: "invalid_parameter",  # e.g. a malformed multipart body
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",  # Flask-Limiter's RateLimitExceeded
+_CODE_BY_WERKZEUG_STATUS: Mapping[int, ErrorCode] = {
+    400: ErrorCode.INVALID_PARAMETER,  # e.g. a malformed multipart body
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    429: ErrorCode.RATE_LIMITED,  # Flask-Limiter's RateLimitExceeded
 }
 
 
@@ -56,31 +77,34 @@ class GatewayError(Exception):
     """A failure with a public error code, an HTTP status and a message for the caller.
 
     Args:
-        code: one of :data:`STATUS_BY_CODE`.
+        code: an :class:`ErrorCode` member.
         message: human-readable explanation, returned to the caller (never a secret or a trace).
-        status: HTTP status; defaults to the code's status from :data:`STATUS_BY_CODE`.
+        status: HTTP status; defaults to the code's own.
         headers: extra response headers, e.g. ``{"Retry-After": "5"}``.
 
     Raises:
-        KeyError: ``code`` is not a public error code and no ``status`` was given.
+        TypeError: ``code`` is not an :class:`ErrorCode` (a plain string is refused even when it
+            names a code, so every raise site stays checkable).
     """
 
     def __init__(
         self,
-        code: str,
+        code: ErrorCode,
         message: str,
         status: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        if not isinstance(code, ErrorCode):
+            raise TypeError(f"GatewayError needs an ErrorCode member, got {code!r}")
         super().__init__(message)
         self.code = code
         self.message = message
-        self.status = STATUS_BY_CODE[code] if status is None else status
+        self.status = code.status if status is None else status
         self.headers = dict(headers or {})
 
     def body(self) -> dict:
         """The JSON error object, ``{"code": ..., "message": ...}``."""
-        return {"code": self.code, "message": self.message}
+        return {"code": self.code.value, "message": self.message}
 
     def to_response(self) -> Response:
         """The Flask response: ``{"error": {...}}`` with this error's status and headers."""
@@ -102,7 +126,7 @@ def from_image_error(exc: ImageError) -> GatewayError:
     Returns:
         The GatewayError; unknown ImageError subclasses become ``corrupt_image`` (400).
     """
-    code = exc.code if exc.code in STATUS_BY_CODE else "corrupt_image"
+    code = ErrorCode(exc.code) if exc.code in STATUS_BY_CODE else ErrorCode.CORRUPT_IMAGE
     return GatewayError(code, str(exc))
 
 
@@ -118,8 +142,8 @@ def from_http_exception(exc: HTTPException) -> GatewayError:
     status = exc.code or 500
     code = _CODE_BY_WERKZEUG_STATUS.get(status)
     if code is None:  # an unlisted werkzeug status: answer with the contract's status of the code
-        code = "internal_error" if status >= 500 else "invalid_parameter"
-        status = STATUS_BY_CODE[code]
+        code = ErrorCode.INTERNAL_ERROR if status >= 500 else ErrorCode.INVALID_PARAMETER
+        status = code.status
     headers = {}
     if status == 405:
         headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
@@ -159,4 +183,6 @@ def register(app: Flask, on_error: Callable[[GatewayError], None] | None = None)
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unexpected error while handling the request")
-        return respond(GatewayError("internal_error", "internal error; see the gateway log"))
+        return respond(
+            GatewayError(ErrorCode.INTERNAL_ERROR, "internal error; see the gateway log")
+        )

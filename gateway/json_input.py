@@ -14,7 +14,7 @@ import binascii
 import json
 import re
 
-from gateway.errors import GatewayError
+from gateway.errors import ErrorCode, GatewayError
 
 _ALPHABET = re.compile(r"[A-Za-z0-9+/_\-]*={0,2}")
 _TO_STANDARD = str.maketrans("-_", "+/")
@@ -38,31 +38,35 @@ def decode_b64(text: object, where: str) -> bytes:
             outside both alphabets, misplaced padding or a length no base64 text can have.
     """
     if not isinstance(text, str):
-        raise GatewayError("invalid_base64", f"{where} must be a base64 string")
+        raise GatewayError(ErrorCode.INVALID_BASE64, f"{where} must be a base64 string")
     if not _ALPHABET.fullmatch(text):
         raise GatewayError(
-            "invalid_base64",
+            ErrorCode.INVALID_BASE64,
             f"{where} is not base64: only A-Z a-z 0-9 + / (or - _) and trailing = are allowed",
         )
     body = text.rstrip("=").translate(_TO_STANDARD)
     if len(body) % 4 == 1:
-        raise GatewayError("invalid_base64", f"{where} is not base64: its length is impossible")
+        raise GatewayError(
+            ErrorCode.INVALID_BASE64, f"{where} is not base64: its length is impossible"
+        )
     try:
         return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise GatewayError("invalid_base64", f"{where} is not base64: {exc}") from None
+        raise GatewayError(ErrorCode.INVALID_BASE64, f"{where} is not base64: {exc}") from None
 
 
 def _load(body: bytes) -> object:
     try:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError):
-        raise GatewayError("invalid_parameter", "the body is not valid JSON") from None
+        raise GatewayError(ErrorCode.INVALID_PARAMETER, "the body is not valid JSON") from None
 
 
 def _b64_of(item: object, where: str) -> object:
     if not isinstance(item, dict) or "b64" not in item:
-        raise GatewayError("missing_field", f'{where} must be an object {{"b64": "<base64>"}}')
+        raise GatewayError(
+            ErrorCode.MISSING_FIELD, f'{where} must be an object {{"b64": "<base64>"}}'
+        )
     return item["b64"]
 
 
@@ -81,7 +85,7 @@ def single_image(body: bytes) -> bytes:
     """
     doc = _load(body)
     if not isinstance(doc, dict) or "image" not in doc:
-        raise GatewayError("missing_field", 'send {"image": {"b64": "<base64 image>"}}')
+        raise GatewayError(ErrorCode.MISSING_FIELD, 'send {"image": {"b64": "<base64 image>"}}')
     return decode_b64(_b64_of(doc["image"], "image"), "image.b64")
 
 
@@ -103,15 +107,17 @@ def batch_images(body: bytes, *, max_images: int) -> list[bytes]:
     """
     doc = _load(body)
     if not isinstance(doc, dict) or "instances" not in doc:
-        raise GatewayError("missing_field", 'send {"instances": [{"b64": "<base64 image>"}, ...]}')
+        raise GatewayError(
+            ErrorCode.MISSING_FIELD, 'send {"instances": [{"b64": "<base64 image>"}, ...]}'
+        )
     instances = doc["instances"]
     if not isinstance(instances, list):
-        raise GatewayError("invalid_parameter", "instances must be a list")
+        raise GatewayError(ErrorCode.INVALID_PARAMETER, "instances must be a list")
     if not instances:
-        raise GatewayError("missing_field", "instances is empty; send at least one image")
+        raise GatewayError(ErrorCode.MISSING_FIELD, "instances is empty; send at least one image")
     if len(instances) > max_images:
         raise GatewayError(
-            "too_many_images",
+            ErrorCode.TOO_MANY_IMAGES,
             f"{len(instances)} images sent; the limit is {max_images} per request",
         )
     texts = [_b64_of(item, f"instances[{i}]") for i, item in enumerate(instances)]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contract import OUTPUT_CLASSES, OUTPUT_PROBABILITIES, RULE_OUTPUTS
-from gateway.errors import GatewayError
+from gateway.errors import ErrorCode, GatewayError
 from gateway.serving_client import LATEST, ServingClient, VersionSelector
 from serving_api.tensors import TensorConversionError, dtype_name, numpy_dtype
 
@@ -90,19 +90,19 @@ def parse_signature(version: int, signature: object) -> InputSpec:
     """
     if len(signature.inputs) != 1:
         raise GatewayError(
-            "serving_error",
+            ErrorCode.SERVING_ERROR,
             f"model version {version} has "
             f"{len(signature.inputs)} inputs; the gateway sends one image tensor",
         )
     missing = {OUTPUT_PROBABILITIES, OUTPUT_CLASSES} - set(signature.outputs)
     if missing:
         raise GatewayError(
-            "serving_error", f"model version {version} lacks outputs {sorted(missing)}"
+            ErrorCode.SERVING_ERROR, f"model version {version} lacks outputs {sorted(missing)}"
         )
     rule = [key for key in RULE_OUTPUTS if key in signature.outputs]
     if rule and len(rule) != len(RULE_OUTPUTS):
         raise GatewayError(
-            "serving_error",
+            ErrorCode.SERVING_ERROR,
             f"model version {version} has abstain outputs {rule} but not "
             f"{sorted(set(RULE_OUTPUTS) - set(rule))}",
         )
@@ -110,14 +110,14 @@ def parse_signature(version: int, signature: object) -> InputSpec:
     dims = [d.size for d in info.tensor_shape.dim]
     if info.tensor_shape.unknown_rank or len(dims) != 4 or dims[3] != 3 or min(dims[1:3]) <= 0:
         raise GatewayError(
-            "serving_error",
+            ErrorCode.SERVING_ERROR,
             f"model version {version} input {name!r} has shape "
             f"{dims}; the gateway needs [-1, H, W, 3]",
         )
     try:
         dtype = numpy_dtype(info.dtype)
     except TensorConversionError as exc:
-        raise GatewayError("serving_error", f"model version {version}: {exc}") from None
+        raise GatewayError(ErrorCode.SERVING_ERROR, f"model version {version}: {exc}") from None
     out_dims = [d.size for d in signature.outputs[OUTPUT_PROBABILITIES].tensor_shape.dim]
     num_classes = int(out_dims[1]) if len(out_dims) == 2 and out_dims[1] > 0 else None
     return InputSpec(

@@ -35,7 +35,7 @@ from contract import (
     RULE_OUTPUTS,
 )
 from gateway.cache import PredictionCache, Row, VersionResolver, cache_key, image_digest
-from gateway.errors import GatewayError, from_image_error
+from gateway.errors import ErrorCode, GatewayError, from_image_error
 from gateway.metrics import Metrics
 from gateway.model_info import InputSpec, ModelInfo
 from gateway.serving_client import LATEST, PredictResult, ServingClient, VersionSelector
@@ -135,19 +135,30 @@ def classify_rows(
         ``n`` classifications in row order. Ties keep the lower class id first.
 
     Raises:
-        GatewayError: ``serving_error`` if the outputs' shapes disagree.
+        GatewayError: ``serving_error`` (502) for a malformed response: shapes that disagree,
+            probabilities that are not finite floats in [0, 1], labels that are not text.
     """
     if probabilities.ndim != 2 or probabilities.shape != classes.shape:
         raise GatewayError(
-            "serving_error",
+            ErrorCode.SERVING_ERROR,
             f"model outputs disagree: probabilities "
             f"{list(probabilities.shape)}, classes {list(classes.shape)}",
         )
+    if probabilities.shape[1] == 0:
+        raise GatewayError(ErrorCode.SERVING_ERROR, "model outputs have no class column")
+    in_range = np.isfinite(probabilities) & (probabilities >= 0) & (probabilities <= 1)
+    if not np.issubdtype(probabilities.dtype, np.floating) or not in_range.all():
+        raise GatewayError(
+            ErrorCode.SERVING_ERROR,
+            f"model output probabilities are not finite {probabilities.dtype} values in [0, 1]",
+        )
+    if not all(isinstance(value, bytes | str) for value in classes.flat):
+        raise GatewayError(ErrorCode.SERVING_ERROR, "model output classes are not strings")
     if rule is not None:
         shapes = {key: list(np.shape(value)) for key, value in rule.items()}
         if any(shape != [len(probabilities)] for shape in shapes.values()):
             raise GatewayError(
-                "serving_error",
+                ErrorCode.SERVING_ERROR,
                 f"model outputs disagree: probabilities {list(probabilities.shape)}, {shapes}",
             )
     k = min(top_k, probabilities.shape[1])
@@ -249,7 +260,7 @@ class Predictor:
             return from_image_error(exc)
         except Exception:  # a crafted file can trip any error inside a Pillow plugin
             log.exception("unexpected error decoding an upload of %d bytes", len(data))
-            return GatewayError("corrupt_image", "the image could not be decoded")
+            return GatewayError(ErrorCode.CORRUPT_IMAGE, "the image could not be decoded")
         finally:
             self._metrics.decode_seconds.observe(time.perf_counter() - start)
 
@@ -269,14 +280,15 @@ class Predictor:
             # Another version answered and it has (or lacks) the abstain outputs that were not
             # asked for: fail as serving_error, so classify() retries with its signature.
             raise GatewayError(
-                "serving_error",
+                ErrorCode.SERVING_ERROR,
                 f"version {result.version} answered with a signature other than version "
                 f"{spec.version}'s",
             )
         rows = {len(v) for v in result.outputs.values() if np.ndim(v) >= 1}
         if rows != {len(batch)}:
             raise GatewayError(
-                "serving_error", f"Predict returned {sorted(rows)} rows for {len(batch)} images"
+                ErrorCode.SERVING_ERROR,
+                f"Predict returned {sorted(rows)} rows for {len(batch)} images",
             )
         return result
 
@@ -290,7 +302,9 @@ class Predictor:
                 outputs[OUTPUT_PROBABILITIES], outputs[OUTPUT_CLASSES], top_k, rule
             )
         except KeyError as exc:
-            raise GatewayError("serving_error", f"Predict response lacks output {exc}") from None
+            raise GatewayError(
+                ErrorCode.SERVING_ERROR, f"Predict response lacks output {exc}"
+            ) from None
         for row in rows:
             self._metrics.images.labels(label=row.label).inc()
         return rows
@@ -316,7 +330,7 @@ class Predictor:
         try:
             return self._classify(images, spec, top_k, selector)
         except GatewayError as exc:
-            if exc.code != "serving_error":
+            if exc.code != ErrorCode.SERVING_ERROR:
                 raise
             # Possibly a new version with another input: re-read the signature; retry once if so.
             fresh = self._info.refresh(selector)
@@ -349,7 +363,7 @@ class Predictor:
         try:
             answer = self._classify_uncached(images, spec, top_k, pinned, hits)
         except GatewayError as exc:
-            if not hits or exc.code != "not_found":
+            if not hits or exc.code != ErrorCode.NOT_FOUND:
                 raise
             # The cached version went away between the status check and the call.
             answer = self._classify_uncached(images, spec, top_k, selector, {})
@@ -400,7 +414,8 @@ class Predictor:
                     self._resolver.saw(version)
             elif result.version != version:
                 raise GatewayError(
-                    "serving_error", f"version {version} was asked, {result.version} answered"
+                    ErrorCode.SERVING_ERROR,
+                    f"version {version} was asked, {result.version} answered",
                 )
             rows = self._classifications(result.outputs, top_k, spec.has_rule)
             for n, (i, row) in enumerate(zip(indices, rows, strict=True)):
@@ -451,5 +466,7 @@ class Predictor:
             self._resolver.saw(result.version)
         classes = result.outputs.get(OUTPUT_CLASSES)
         if classes is None or classes.ndim != 2 or classes.shape[0] != 1:
-            raise GatewayError("serving_error", "Predict returned no [1, num_classes] classes")
+            raise GatewayError(
+                ErrorCode.SERVING_ERROR, "Predict returned no [1, num_classes] classes"
+            )
         return result.model_name, result.version, [_text(v) for v in classes[0]]

@@ -31,10 +31,10 @@ import grpc
 import numpy as np
 
 from gateway import request_ids
-from gateway.errors import GatewayError
+from gateway.errors import ErrorCode, GatewayError
 from gateway.settings import Settings
 from serving_api import protos
-from serving_api.tensors import to_ndarray, to_tensor_proto
+from serving_api.tensors import TensorConversionError, to_ndarray, to_tensor_proto
 
 log = logging.getLogger(__name__)
 
@@ -191,23 +191,24 @@ class ServingClient:
         code, details = exc.code(), exc.details() or ""
         if code == grpc.StatusCode.UNAVAILABLE:
             return GatewayError(
-                "serving_unavailable",
+                ErrorCode.SERVING_UNAVAILABLE,
                 f"TF Serving at {self.settings.grpc_address} is unavailable ({details})",
                 headers={"Retry-After": str(self.settings.retry_after_seconds)},
             )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return GatewayError(
-                "deadline_exceeded",
+                ErrorCode.DEADLINE_EXCEEDED,
                 f"TF Serving did not answer {method} within {self.settings.deadline_seconds} s",
             )
         if code == grpc.StatusCode.NOT_FOUND:
-            return GatewayError("not_found", f"model or version not found: {details}")
+            return GatewayError(ErrorCode.NOT_FOUND, f"model or version not found: {details}")
         if code == grpc.StatusCode.INVALID_ARGUMENT and "version label" in details:
             # TF Serving: InvalidArgument("Unrecognized servable version label: X").
-            return GatewayError("not_found", details)
+            return GatewayError(ErrorCode.NOT_FOUND, details)
         log.error("TF Serving %s failed: %s: %s", method, code.name if code else code, details)
         return GatewayError(
-            "serving_error", f"TF Serving rejected {method}: {code.name if code else 'UNKNOWN'}"
+            ErrorCode.SERVING_ERROR,
+            f"TF Serving rejected {method}: {code.name if code else 'UNKNOWN'}",
         )
 
     def predict(
@@ -229,7 +230,8 @@ class ServingClient:
 
         Raises:
             GatewayError: ``serving_unavailable`` (503), ``deadline_exceeded`` (504),
-                ``not_found`` (404) or ``serving_error`` (502).
+                ``not_found`` (404) or ``serving_error`` (502, also for a response whose tensors
+                do not convert).
         """
         request = protos.predict_pb2.PredictRequest(
             model_spec=self._model_spec(selector, signature=True), output_filter=list(output_filter)
@@ -237,7 +239,12 @@ class ServingClient:
         for key, array in inputs.items():
             request.inputs[key].CopyFrom(to_tensor_proto(array))
         response = self._call("Predict", self._prediction.Predict, request)
-        outputs = {key: to_ndarray(tensor) for key, tensor in response.outputs.items()}
+        try:
+            outputs = {key: to_ndarray(tensor) for key, tensor in response.outputs.items()}
+        except (TensorConversionError, ValueError) as exc:  # bad dtype, content size mismatch
+            raise GatewayError(
+                ErrorCode.SERVING_ERROR, f"Predict returned a malformed tensor: {exc}"
+            ) from None
         return PredictResult(
             model_name=response.model_spec.name,
             version=int(response.model_spec.version.value),
@@ -263,10 +270,12 @@ class ServingClient:
         response = self._call("GetModelMetadata", self._prediction.GetModelMetadata, request)
         signature_map = protos.get_model_metadata_pb2.SignatureDefMap()
         if not response.metadata["signature_def"].Unpack(signature_map):
-            raise GatewayError("serving_error", "GetModelMetadata returned no signature_def")
+            raise GatewayError(
+                ErrorCode.SERVING_ERROR, "GetModelMetadata returned no signature_def"
+            )
         name = self.settings.signature_name
         if name not in signature_map.signature_def:
-            raise GatewayError("serving_error", f"the model has no signature {name!r}")
+            raise GatewayError(ErrorCode.SERVING_ERROR, f"the model has no signature {name!r}")
         return int(response.model_spec.version.value), signature_map.signature_def[name]
 
     def get_status(self, selector: VersionSelector = LATEST) -> list[VersionStatus]:

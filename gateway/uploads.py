@@ -19,7 +19,7 @@ from flask import Request
 from werkzeug.exceptions import ClientDisconnected
 
 from gateway import json_input
-from gateway.errors import GatewayError
+from gateway.errors import ErrorCode, GatewayError
 from gateway.serving_client import VersionSelector
 from gateway.settings import Settings
 
@@ -77,9 +77,11 @@ def query_options(request: Request, settings: Settings) -> QueryOptions:
     version = _int_param(args.get("version"), "version", minimum=0, default=None)
     label = args.get("version_label")
     if label is not None and not _LABEL.match(label):
-        raise GatewayError("invalid_parameter", "version_label must match [A-Za-z0-9_.-]{1,64}")
+        raise GatewayError(
+            ErrorCode.INVALID_PARAMETER, "version_label must match [A-Za-z0-9_.-]{1,64}"
+        )
     if version is not None and label is not None:
-        raise GatewayError("invalid_parameter", "give version or version_label, not both")
+        raise GatewayError(ErrorCode.INVALID_PARAMETER, "give version or version_label, not both")
     return QueryOptions(top_k=top_k, selector=VersionSelector(version=version, label=label))
 
 
@@ -93,7 +95,7 @@ def _int_param(
         return default
     if not re.fullmatch(rf"\d{{1,{_MAX_DIGITS}}}", raw.strip()) or int(raw) < minimum:
         raise GatewayError(
-            "invalid_parameter",
+            ErrorCode.INVALID_PARAMETER,
             f"{name} must be an integer from {minimum} to {'9' * _MAX_DIGITS}"
             f"{note}, got {raw[:40]!r}",
         )
@@ -103,12 +105,12 @@ def _int_param(
 def _missing_file(request: Request, name: str) -> GatewayError:
     if name in request.form:
         return GatewayError(
-            "missing_field",
+            ErrorCode.MISSING_FIELD,
             f"multipart field {name!r} must be a file upload "
             "(a part with a filename, e.g. curl -F "
             f"{name}=@photo.jpg), not a text field",
         )
-    return GatewayError("missing_field", f"multipart field {name!r} is missing")
+    return GatewayError(ErrorCode.MISSING_FIELD, f"multipart field {name!r} is missing")
 
 
 def _raw_body(request: Request, settings: Settings) -> bytes:
@@ -139,7 +141,8 @@ def _raw_body(request: Request, settings: Settings) -> bytes:
 def _check_size(data: bytes, settings: Settings) -> bytes:
     if len(data) > settings.max_body_bytes:
         raise GatewayError(
-            "payload_too_large", f"the body is over the limit of {settings.max_body_bytes} bytes"
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"the body is over the limit of {settings.max_body_bytes} bytes",
         )
     return data
 
@@ -169,7 +172,8 @@ def single_image(request: Request, settings: Settings) -> Upload:
             raise _missing_file(request, "image")
         if len(files) > 1:
             raise GatewayError(
-                "invalid_parameter", "send one 'image' to /predict; use /predict_batch for several"
+                ErrorCode.INVALID_PARAMETER,
+                "send one 'image' to /predict; use /predict_batch for several",
             )
         return Upload(files[0].filename, _check_size(files[0].read(), settings))
     if mimetype.startswith("image/") or mimetype in _RAW_TYPES:
@@ -179,12 +183,12 @@ def single_image(request: Request, settings: Settings) -> Upload:
         return Upload(None, json_input.single_image(body))
     if not mimetype and not request.content_length:
         raise GatewayError(
-            "missing_field",
+            ErrorCode.MISSING_FIELD,
             "send an image as multipart field 'image', as the body with an image/* Content-Type "
             'or as JSON {"image": {"b64": "..."}}',
         )
     raise GatewayError(
-        "unsupported_media_type",
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
         f"Content-Type {mimetype!r} is not accepted; send multipart/form-data, image/* or "
         "application/json",
     )
@@ -214,7 +218,7 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
         return [Upload(None, data) for data in images]
     if request.mimetype != "multipart/form-data":
         raise GatewayError(
-            "unsupported_media_type",
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             "send the images as repeated multipart/form-data field 'images' or as JSON "
             '{"instances": [{"b64": "..."}, ...]}',
         )
@@ -223,12 +227,13 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
         raise _missing_file(request, "images")
     if len(files) > settings.max_batch_images:
         raise GatewayError(
-            "too_many_images",
+            ErrorCode.TOO_MANY_IMAGES,
             f"{len(files)} images sent; the limit is {settings.max_batch_images} per request",
         )
     uploads = [Upload(f.filename, f.read()) for f in files]
     if sum(len(u.data) for u in uploads) > settings.max_body_bytes:
         raise GatewayError(
-            "payload_too_large", f"the images are over the limit of {settings.max_body_bytes} bytes"
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"the images are over the limit of {settings.max_body_bytes} bytes",
         )
     return uploads

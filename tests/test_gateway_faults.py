@@ -40,6 +40,7 @@ class FakeServing(
         unavailable_first: the first N Predict calls fail with UNAVAILABLE.
         predict_error: (code, message) every later Predict call fails with.
         predict_calls: Predict calls received.
+        mangle: called with each Predict response before it is sent (malformed answers).
     """
 
     def __init__(self) -> None:
@@ -47,6 +48,7 @@ class FakeServing(
         self.unavailable_first = 0
         self.predict_error: tuple[grpc.StatusCode, str] | None = None
         self.predict_calls = 0
+        self.mangle = None
         self._lock = threading.Lock()
 
     def GetModelMetadata(self, request, context):  # noqa: N802
@@ -90,6 +92,8 @@ class FakeServing(
             to_tensor_proto(np.tile(np.float32([0.25, 0.75]), (n, 1)))
         )
         response.outputs["classes"].CopyFrom(to_tensor_proto(np.array([LABELS] * n, dtype=object)))
+        if self.mangle:
+            self.mangle(response)
         return response
 
 
@@ -177,6 +181,49 @@ def test_serving_errors_map_to_gateway_codes(fake, code, status, error):
     assert response.status_code == status
     assert response.json["error"]["code"] == error
     assert fake.predict_calls == 1  # only UNAVAILABLE is retried
+
+
+def _replace(key: str, array: np.ndarray):
+    def mangle(response) -> None:
+        response.outputs[key].CopyFrom(to_tensor_proto(array))
+
+    return mangle
+
+
+def _truncate_content(response) -> None:
+    response.outputs["probabilities"].tensor_content = b"\x00" * 3  # not a whole float32
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        _replace("probabilities", np.array([[b"a", b"b"]], dtype=object)),
+        _replace("probabilities", np.float32([[0.2, 0.3, 0.5]])),
+        _replace("probabilities", np.float32([[np.nan, 0.5]])),
+        _replace("probabilities", np.float32([[1.5, -0.5]])),
+        _replace("probabilities", np.float32([0.25, 0.75])),
+        _replace("classes", np.float32([[1.0, 2.0]])),
+        _replace("probabilities", np.zeros((1, 0), np.float32)),
+        lambda response: response.outputs.pop("classes"),
+        _truncate_content,
+    ],
+    ids=[
+        "string-probabilities",
+        "width-mismatch",
+        "nan",
+        "outside-0-1",
+        "rank-1",
+        "numeric-classes",
+        "no-columns",
+        "missing-classes",
+        "truncated-tensor",
+    ],
+)
+def test_malformed_predict_response_is_502_serving_error(fake, mangle):
+    fake.mangle = mangle
+    response = _post(_client(fake.address))
+    assert response.status_code == 502, response.json
+    assert response.json["error"]["code"] == "serving_error"
 
 
 def test_unknown_version_label_is_404(fake):

@@ -24,7 +24,13 @@ from werkzeug.test import EnvironBuilder
 
 from gateway import uploads
 from gateway.app import create_app
-from gateway.errors import STATUS_BY_CODE, GatewayError, from_http_exception, from_image_error
+from gateway.errors import (
+    STATUS_BY_CODE,
+    ErrorCode,
+    GatewayError,
+    from_http_exception,
+    from_image_error,
+)
 from gateway.launcher import free_port
 from gateway.predictor import classify_rows
 from gateway.settings import Settings, SettingsError
@@ -140,10 +146,14 @@ def test_a_bad_setting_stops_start_up_with_one_line_and_status_2(command, env, l
 
 
 def test_error_table_matches_the_contract():
-    assert GatewayError("too_many_images", "x").status == 413
-    assert GatewayError("serving_unavailable", "x").status == 503
-    with pytest.raises(KeyError):
-        GatewayError("no_such_code", "x")
+    assert GatewayError(ErrorCode.TOO_MANY_IMAGES, "x").status == 413
+    assert GatewayError(ErrorCode.SERVING_UNAVAILABLE, "x").status == 503
+    assert GatewayError(ErrorCode.SERVING_ERROR, "x").body() == {
+        "code": "serving_error",
+        "message": "x",
+    }
+    with pytest.raises(TypeError, match="needs an ErrorCode member"):
+        GatewayError("serving_error", "x")  # a plain string, even a valid one, is refused
     assert sorted(set(STATUS_BY_CODE.values())) == [
         400,
         401,
@@ -399,3 +409,31 @@ def test_gunicorn_start_removes_only_old_metric_files(tmp_path, monkeypatch):
     config = runpy.run_path(str(Path(__file__).resolve().parents[1] / "gateway/gunicorn.conf.py"))
     config["on_starting"](None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["operator-notes.txt", "sub"]
+
+
+def test_every_gateway_error_is_raised_with_an_existing_code():
+    """Reads every gateway module: a misspelt ErrorCode member fails here, not as a 500 later."""
+    import ast
+
+    members = set(ErrorCode.__members__)
+    wrong = []
+    for path in sorted((_REPO / "gateway").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.relative_to(_REPO)}:{getattr(node, 'lineno', 0)}"
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "ErrorCode"
+                and node.attr not in members
+            ):
+                wrong.append(f"{where} ErrorCode.{node.attr}")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "GatewayError"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                wrong.append(f"{where} GatewayError({node.args[0].value!r}) with a plain string")
+    assert wrong == []
+    assert {code.value: code.status for code in ErrorCode} == STATUS_BY_CODE

@@ -146,8 +146,11 @@ def classify_rows(
         )
     if probabilities.shape[1] == 0:
         raise GatewayError(ErrorCode.SERVING_ERROR, "model outputs have no class column")
-    in_range = np.isfinite(probabilities) & (probabilities >= 0) & (probabilities <= 1)
-    if not np.issubdtype(probabilities.dtype, np.floating) or not in_range.all():
+    floats = np.issubdtype(probabilities.dtype, np.floating)
+    if (
+        not floats
+        or not (np.isfinite(probabilities) & (probabilities >= 0) & (probabilities <= 1)).all()
+    ):
         raise GatewayError(
             ErrorCode.SERVING_ERROR,
             f"model output probabilities are not finite {probabilities.dtype} values in [0, 1]",

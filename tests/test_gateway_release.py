@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support.model_config import pinned_server_args
 
 from gateway.app import create_app
 from gateway.settings import Settings
@@ -42,7 +43,7 @@ PINNED = {"version": 1}
 def client(tmp_path_factory):
     log = tmp_path_factory.mktemp("release") / "serving.log"
     with ModelServerProcess(
-        ["--model_name=fashion", f"--model_base_path={MODEL_BASE}"], log_path=log
+        pinned_server_args(log.parent, MODEL_BASE, [1]), log_path=log
     ) as server:
         yield create_app(Settings.from_env({}, grpc_address=server.grpc_address)).test_client()
 

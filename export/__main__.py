@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="data set whose test split gives the warm-up and comparison images "
-        "(default: $FASHION_DATA_DIR; synthetic images when unavailable)",
+        "(default: the test split of <artifacts>/manifest.csv, else $FASHION_DATA_DIR; "
+        "synthetic images when unavailable)",
     )
     rule = export.add_mutually_exclusive_group()
     rule.add_argument(

@@ -44,7 +44,8 @@ class ExportRequest:
             ``metrics.json``), or ``None``.
         labels: a labels file; defaults to ``<artifacts>/labels.txt``.
         model_name: the served model name; defaults to the base path's folder name.
-        data_dir: data set for warm-up/comparison images; defaults to ``$FASHION_DATA_DIR``.
+        data_dir: data set for warm-up/comparison images; defaults to the test split of
+            ``<artifacts>/manifest.csv``, then ``$FASHION_DATA_DIR`` (see :func:`samples.load`).
         command: the command line recorded in the model card.
         abstain_rule: the abstain rule file to build into the signature; ``None`` = the
             ``abstain_rule.json`` beside the model if there is one (see ``find_rule``).
@@ -183,7 +184,8 @@ def _write_version(
 ) -> None:
     size = signature.input_size(model)
     name = request.model_name or request.base_path.resolve().name
-    sample = samples.load(max(warmup.BATCH_SIZES), size, request.data_dir)
+    manifest = request.artifacts / "manifest.csv" if request.artifacts else None
+    sample = samples.load(max(warmup.BATCH_SIZES), size, request.data_dir, manifest=manifest)
     signature.save(model, labels, staging, rule)
     extra = staging / verify.ASSETS_EXTRA
     write_labels(labels, extra / LABELS_FILENAME)

@@ -7,6 +7,7 @@ that go through the same decoder. No TensorFlow here.
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 from dataclasses import dataclass
@@ -85,14 +86,43 @@ def synthetic(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
     return out
 
 
-def load(count: int, size: tuple[int, int], data_dir: Path | None = None) -> Samples:
+def _manifest_test_files(manifest: Path, count: int) -> list[Path]:
+    """The test-split files of a training ``manifest.csv``, one class after another in turn."""
+    by_label: dict[str, list[Path]] = {}
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("split") == "test" and row.get("path"):
+                by_label.setdefault(row.get("label") or "", []).append(Path(row["path"]))
+    per_class = [files for _, files in sorted(by_label.items())]
+    picked = [
+        files[i]
+        for i in range(max(map(len, per_class), default=0))
+        for files in per_class
+        if i < len(files)
+    ]
+    return picked[:count]
+
+
+def load(
+    count: int,
+    size: tuple[int, int],
+    data_dir: Path | None = None,
+    *,
+    manifest: Path | None = None,
+) -> Samples:
     """Decode ``count`` sample images of ``size``, real when possible.
+
+    Sources, first found wins: ``data_dir``; the test split of ``manifest`` (the training
+    manifest, whatever layout ``prepare`` read: Kaggle ``styles.csv``, a labels CSV, folders);
+    ``$FASHION_DATA_DIR``; synthetic images.
 
     Args:
         count: number of images wanted (e.g. 32, the largest warm-up batch).
         size: ``(height, width)`` the model takes.
-        data_dir: a data set folder with a ``test/<class>/`` split or ``<class>/`` folders;
-            defaults to ``$FASHION_DATA_DIR``. Missing or empty -> synthetic images.
+        data_dir: a data set folder with a ``test/<class>/`` split or ``<class>/`` folders.
+            Missing or empty -> the next source.
+        manifest: a ``manifest.csv`` with the columns ``path,label,split``; used when it
+            exists and lists test images.
 
     Returns:
         :class:`Samples` with exactly ``count`` images (real ones repeated if the set is smaller).
@@ -100,6 +130,12 @@ def load(count: int, size: tuple[int, int], data_dir: Path | None = None) -> Sam
     Raises:
         preprocessing.ImageError: a data set file does not decode.
     """
+    if data_dir is None and manifest is not None and manifest.is_file():
+        files = _manifest_test_files(manifest, count)
+        if files:
+            files = [files[i % len(files)] for i in range(count)]
+            images = np.stack([preprocessing.decode(p.read_bytes(), size) for p in files])
+            return Samples(images, f"{manifest} (test split)", tuple(map(str, files)))
     if data_dir is None and os.environ.get(DATA_DIR_ENV):
         data_dir = Path(os.environ[DATA_DIR_ENV])
     root = _image_root(data_dir) if data_dir is not None and data_dir.is_dir() else None

@@ -13,11 +13,10 @@ for the next run. Which predictions are uncertain:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from contract import ABSTAIN_REASON_LOW_CONFIDENCE
+from contract import ABSTAIN_REASON_LOW_CONFIDENCE, folders
 
 QUARANTINE_CODES = frozenset(
     {
@@ -36,8 +35,6 @@ DEFAULT_MIN_CONFIDENCE = 0.5
 """Top-1 threshold for a version without an abstain rule when ``--min-confidence`` is not set."""
 LOW_CONFIDENCE = ABSTAIN_REASON_LOW_CONFIDENCE
 """The reason recorded for a top-1 below a plain threshold (the contract's reason name)."""
-
-_SAFE_LABEL = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -69,16 +66,21 @@ class Decision:
 
 
 def folder_name(label: str) -> str:
-    """A label as a safe folder name: only ``[A-Za-z0-9._-]``, never hidden or ``_``-reserved.
+    """The folder a label's photos are filed under: :func:`contract.folders.label_to_folder`.
+
+    Reversible (``folder_to_label``), never hidden, never starting with ``_`` (so never one of
+    the job's own folders such as ``_uncertain``); the ten release labels are unchanged.
 
     Args:
-        label: a class label from the model, e.g. ``"t-shirt"``.
+        label: a class label from the model, non-empty, e.g. ``"Casual Shoes"``.
 
     Returns:
-        The label itself for ordinary labels (all ten release labels are unchanged).
+        The folder name, e.g. ``"Casual_Shoes"``.
+
+    Raises:
+        ValueError: ``label`` is empty (:func:`decide` never files such a prediction).
     """
-    name = _SAFE_LABEL.sub("_", label).lstrip("._")
-    return name or "unnamed"
+    return folders.label_to_folder(label)
 
 
 def decide(item: dict[str, Any], min_confidence: float | None = None) -> Decision:
@@ -113,6 +115,8 @@ def decide(item: dict[str, Any], min_confidence: float | None = None) -> Decisio
         abstain = item.get("abstain")
         if abstain is not None and not isinstance(abstain, bool):
             raise TypeError("abstain is not a boolean")
+        if not label:
+            raise ValueError("empty label")
     except (AttributeError, KeyError, TypeError, ValueError):
         return Decision(
             "retry", error_code="bad_response", error_message=f"malformed prediction: {item!r:.200}"

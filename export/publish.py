@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from contract import LABELS_FILENAME, RULE_FILENAME, read_labels, write_labels
+from contract import LABELS_FILENAME, RULE_FILENAME, folders, read_labels, write_labels
 from export import layout, model_card, samples, signature, verify, warmup
 from export import rule as rule_file
 from export.errors import InputError, LayoutError, VerificationError
@@ -144,6 +144,7 @@ def _load_inputs(request: ExportRequest) -> tuple[keras.Model, list[str], Abstai
     rule_path = request.rule_path()
     try:
         labels = read_labels(labels_path)
+        folders.check_labels(labels)  # the nightly job files each label under its own folder
         rule = rule_file.read(rule_path) if rule_path is not None else None
         signature.input_size(model)
         width = signature.num_outputs(model)

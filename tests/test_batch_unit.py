@@ -400,8 +400,10 @@ def test_decide_rules():
     assert decide({"index": 0}, 0.5).error_code == "bad_response"
     for top_k in (["hat"], [{"label": "hat", "probability": None}]):  # malformed, not a crash
         assert decide({**ok, "top_k": top_k}, 0.5).error_code == "bad_response"
-    assert folder_name("t-shirt") == "t-shirt" and folder_name("../etc") == "etc"
-    assert folder_name("_uncertain") == "uncertain"
+    assert decide({**ok, "label": ""}, 0.5).error_code == "bad_response"
+    assert folder_name("t-shirt") == "t-shirt" and folder_name("../etc") == "%2E.%2Fetc"
+    assert folder_name("_uncertain") == "%5Funcertain"
+    assert folder_name("Casual Shoes") == "Casual_Shoes"
 
 
 def test_ledger_one_active_row_per_path_and_content_change(tmp_path):

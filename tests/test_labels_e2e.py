@@ -133,7 +133,21 @@ def test_labels_travel_with_the_version(published):
 
 
 @pytest.mark.e2e
-def test_gateway_answers_with_the_labels(stack):
+def test_a_set_without_off_category_photos_gets_a_threshold_only_rule(published):
+    rule = json.loads((published["artifacts"] / "abstain_rule.json").read_text())
+    assert rule["other_class_index"] is None and rule["min_known_probability"] is None
+    assert 0.0 <= rule["min_confidence"] <= 1.0 and rule["temperature"] > 0
+    assert rule["fitted_on"]["split"] == "validation"  # no calibration split was asked for
+    assert rule["fitted_on"]["off_category_images"] == 0
+    extra = published["version"] / "assets.extra"
+    assert json.loads((extra / "abstain_rule.json").read_text()) == rule
+    card = json.loads((extra / "model_card.json").read_text(encoding="utf-8"))
+    assert card["abstain_rule"] == rule
+
+
+@pytest.mark.e2e
+def test_gateway_answers_with_the_labels(stack, published):
+    rule = json.loads((published["artifacts"] / "abstain_rule.json").read_text())
     assert get_json(stack.url + "/classes")["classes"] == LABELS
     photo = kaggle_layout.source_photos("shoes", "test")[0]
     request = urllib.request.Request(
@@ -147,6 +161,10 @@ def test_gateway_answers_with_the_labels(stack):
     assert sorted(k["label"] for k in prediction["top_k"]) == LABELS
     assert prediction["label"] == LABELS[prediction["class_id"]]
     assert sum(k["probability"] for k in prediction["top_k"]) == pytest.approx(1.0, abs=1e-4)
+    # The threshold-only rule: every photo is "known"; abstain only below min_confidence.
+    assert prediction["known_probability"] == pytest.approx(1.0)
+    assert prediction["abstain"] == (prediction["confidence"] < rule["min_confidence"])
+    assert prediction["abstain_reason"] == ("low_confidence" if prediction["abstain"] else None)
 
 
 @pytest.mark.e2e

@@ -283,3 +283,23 @@ def test_labels_csv_without_the_columns_is_refused(tmp_path, capsys):
     (tmp_path / "l.csv").write_text("file,class\na.jpg,x\n")
     assert prepare("--labels-csv", str(tmp_path / "l.csv"), "--artifacts", str(tmp_path / "o")) == 2
     assert "lacks ['path', 'label']" in capsys.readouterr().err
+
+
+def test_kaggle_calibration_part_of_validation(tmp_path):
+    data = kaggle_layout.build_sized(tmp_path / "k", per_class=20)
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(data), "--artifacts", str(out), "--calibration", "0.5"]
+    assert prepare(*argv) == 0
+    report = report_of(out)
+    assert report["split_config"]["calibration_of_validation"] == 0.5
+    # 20 per class -> 14/3/3, then round(3 * 0.5) = 2 of the 3 validation images -> calibration.
+    assert report["counts"] == {
+        split: dict.fromkeys(CHOSEN, n)
+        for split, n in (("train", 14), ("validation", 1), ("calibration", 2), ("test", 3))
+    }
+    assert report["repaired_rows"] == [
+        {"line": line, "id": row_id, "productDisplayName": "Item 0, size M, cotton"}
+        for line, row_id in ((2, "100000"), (22, "200000"), (42, "300000"))
+    ]
+    splits = [r["split"] for r in manifest_rows(out)]
+    assert splits.count("calibration") == 6 and splits.count("validation") == 3

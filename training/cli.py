@@ -280,7 +280,9 @@ def _prepare(args: argparse.Namespace) -> dict:
             top = args.top_classes
             if top is None and classes is None:
                 top = layouts.KAGGLE_TOP_CLASSES
-        report = prepare_table(table, args.artifacts, config, top=top, classes=classes)
+        report = prepare_table(
+            table, args.artifacts, config, top=top, classes=classes, calibration=args.calibration
+        )
         for row in report["skipped_rows"]:
             print(f"skipped line {row['line']} ({row['reason']}): {row['detail']}", file=sys.stderr)
         return report

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from contract import LABELS_FILENAME, write_labels
-from training import layouts, manifest
+from training import layouts, manifest, sources
 from training.settings import SPLITS, SplitConfig
 
 
@@ -28,6 +28,7 @@ def prepare_table(
     *,
     top: int | None = None,
     classes: list[str] | None = None,
+    calibration: float = 0.0,
 ) -> dict:
     """Writes the manifest, labels and report of a CSV layout into ``artifacts_dir``.
 
@@ -38,6 +39,9 @@ def prepare_table(
         config: split fractions and seed.
         top: keep the ``top`` most frequent labels among rows with an image.
         classes: keep exactly these labels (exclusive with ``top``); neither = all labels.
+        calibration: fraction of each class's validation images moved to a ``calibration``
+            split that only the abstain rule's fit reads (:func:`training.sources.
+            carve_calibration`, seeded with ``config.seed``); 0 = none.
 
     Returns:
         The report written to ``prepare_report.json``: the keys of
@@ -65,6 +69,11 @@ def prepare_table(
             pool.map(manifest.check_entry, (manifest.Entry(r.path, r.label, "") for r in picked))
         )
     kept = manifest.assign_splits([e for e, error, _ in results if error is None], config)
+    plan = sources.SourcesConfig(calibration=calibration, seed=config.seed)
+    kept = [
+        manifest.Entry(*row)
+        for row in sources.carve_calibration([(e.path, e.label, e.split) for e in kept], plan)
+    ]
     if not kept:
         raise ValueError(f"no image of the chosen classes decodes ({table.source})")
     undecodable = [
@@ -78,9 +87,10 @@ def prepare_table(
     for entry, error, digest in results:
         if error is None:
             by_digest.setdefault(digest, []).append(entry.path)
+    splits = [s for s in sources.ALL_SPLITS if s in SPLITS or any(e.split == s for e in kept)]
     split_counts = {
         split: dict(sorted(Counter(e.label for e in kept if e.split == split).items()))
-        for split in SPLITS
+        for split in splits
     }
     report = {
         "data_dir": str(Path(table.source).parent),
@@ -91,6 +101,7 @@ def prepare_table(
             "train": config.train,
             "validation": config.validation,
             "test": round(1 - config.train - config.validation, 6),
+            "calibration_of_validation": calibration,
             "seed": config.seed,
         },
         "class_choice": (

@@ -2,13 +2,16 @@
 
 Everything that two components must agree on about a served model version lives here and nowhere
 else: the signature's key and tensor names, the abstain outputs and their reasons, which folder
-names under a model base path are versions (TF Serving's rule), the labels file format, and the
-file suffixes treated as images. Export writes what this module names, the local model server and
-TF Serving read it, the gateway and the nightly job consume it.
+names under a model base path are versions (TF Serving's rule), the labels file format, the file
+suffixes treated as images, and the folder the nightly job files each label's photos under. Export
+writes what this module names, the local model server and TF Serving read it, the gateway and the
+nightly job consume it.
 
 Pure standard library: importing it loads neither TensorFlow nor gRPC.
 """
 
+from contract.folders import check_labels as check_label_folders
+from contract.folders import folder_to_label, label_to_folder
 from contract.images import IMAGE_SUFFIXES, is_image_name
 from contract.labels import LABELS_FILENAME, format_labels, parse_labels, read_labels, write_labels
 from contract.signature import (
@@ -44,8 +47,11 @@ __all__ = [
     "RULE_FILENAME",
     "RULE_OUTPUTS",
     "SIGNATURE_NAME",
+    "check_label_folders",
+    "folder_to_label",
     "format_labels",
     "is_image_name",
+    "label_to_folder",
     "parse_labels",
     "parse_version",
     "read_labels",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import requests
 from support import kaggle_layout
 
 from contract.folders import folder_to_label, label_to_folder
@@ -195,6 +196,37 @@ def test_nightly_job_files_into_folders_named_from_the_labels(stack, dirs):
     assert {name: folder_to_label(folder) for name, folder in filed.items()} == categories
     assert {label_to_folder(label) for label in categories.values()} == set(filed.values())
     assert not any(dirs["incoming"].iterdir())
+
+
+@pytest.mark.e2e
+def test_nightly_job_follows_the_versions_threshold_only_rule(stack, published, dirs):
+    """Without --min-confidence the job obeys the version's rule: what the gateway marks as
+    abstaining goes to _uncertain with reason low_confidence, the rest to its label's folder."""
+    rule = json.loads((published["artifacts"] / "abstain_rule.json").read_text())
+    photos = [p for folder in INCOMING for p in kaggle_layout.source_photos(folder, "test")[4:6]]
+    files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    answer = requests.post(stack.url + "/predict_batch", files=files, timeout=60).json()
+    expected = {}
+    for photo, item in zip(photos, answer["predictions"], strict=True):
+        assert item["known_probability"] == pytest.approx(1.0)
+        assert item["abstain"] == (item["confidence"] < rule["min_confidence"])
+        expected[photo.name] = "_uncertain" if item["abstain"] else label_to_folder(item["label"])
+        (dirs["incoming"] / photo.name).write_bytes(photo.read_bytes())
+    args = ["batch", "run", "--gateway", stack.url, "--settle-seconds", "0", "--retry-backoff", "0"]
+    for name in ("incoming", "processed", "quarantine", "results", "logs"):
+        args += [f"--{name}", str(dirs[name])]
+    job = run_module(*args)
+    assert job.returncode == 0, job.stdout + job.stderr
+
+    filed = {p.name: p.parent.name for p in dirs["processed"].rglob("*") if p.is_file()}
+    assert filed == expected
+    report = pd.concat(
+        pd.read_csv(p, keep_default_na=False) for p in dirs["results"].glob("*/report.csv")
+    )
+    for row in report.itertuples():
+        uncertain = expected[Path(row.original_path).name] == "_uncertain"
+        assert row.abstain_reason == ("low_confidence" if uncertain else "")
+        assert float(row.known_probability) == pytest.approx(1.0)
 
 
 @pytest.mark.e2e

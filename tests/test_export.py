@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from conftest import DATA_DIR, ROOT
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 
 import preprocessing  # noqa: E402
@@ -30,10 +31,7 @@ from export import layout, model_card  # noqa: E402
 from export.__main__ import main  # noqa: E402
 from export.verify import ASSETS_EXTRA  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(
-    os.environ.get("FASHION_DATA_DIR") or REPO.parent / "shared" / "data" / "clothing-dataset-small"
-)
+REPO = ROOT
 LABELS = ["boot", "cap", "scarf"]
 SIZE = 32
 COMPLETE_FILES = (

@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import grpc  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from conftest import DATA_DIR, ROOT
 from support import abstain_models as am  # noqa: E402
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 
@@ -30,11 +31,8 @@ from export.__main__ import main  # noqa: E402
 from serving.launcher import ModelServerProcess  # noqa: E402
 from serving_api import protos, tensors  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = ROOT
 RELEASE_V1 = REPO / "models" / "fashion" / "1"
-DATA_DIR = Path(
-    os.environ.get("FASHION_DATA_DIR") or REPO.parent / "shared" / "data" / "clothing-dataset-small"
-)
 CALIBRATION_RECORD = {
     "ece": {"before": 0.081, "after": 0.024},
     "reliability": {"before": [[0.9, 0.8, 12]], "after": [[0.9, 0.89, 12]]},

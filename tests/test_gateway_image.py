@@ -17,13 +17,12 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from conftest import ROOT
 from packaging.requirements import Requirement
 from PIL import Image
 from support import tiny_models
 
 import preprocessing
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _closure(names: list[str]) -> set[str]:
@@ -99,7 +98,7 @@ def test_gateway_runs_with_only_the_collected_protos(tiny_server, tmp_path):
     assert "tensorflow" not in distributions and "tensorflow-serving-api" not in distributions
     for name in sorted(distributions):
         _link_distribution(name, site)
-    for package in ("gateway", "preprocessing", "serving_api"):
+    for package in ("contract", "gateway", "preprocessing", "serving_api"):
         (app / package).symlink_to(ROOT / package)
     image = tmp_path / "red.png"
     buffer = io.BytesIO()

@@ -9,21 +9,17 @@ test photos correctly (0.906).
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 
 import pytest
+from conftest import DATA_DIR, ROOT
 from support.model_config import pinned_server_args
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from serving.launcher import ModelServerProcess
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_BASE = ROOT / "models" / "fashion"
-DATA = Path(
-    os.environ.get("FASHION_DATA_DIR", ROOT.parent / "shared" / "data" / "clothing-dataset-small")
-)
+DATA = DATA_DIR
 PHOTOS = {  # true label: test-split file the release model gets right
     "dress": "28b09463-6bbb-491d-9ffc-f36df5c6b211.jpg",
     "hat": "2a12baab-f020-42e3-8e6b-5d82e3ed0b55.jpg",

@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,7 +33,6 @@ from serving.flags import channel_arguments, parse
 from serving.launcher import ModelServerProcess, free_port
 from serving_api import protos
 
-ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "serving" / "monitoring.config"
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gateway" / "gunicorn.conf.py")]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import flask
 import numpy as np
 import pytest
+from conftest import ROOT
 from flask import Request
 from werkzeug.exceptions import (
     MethodNotAllowed,
@@ -94,7 +95,7 @@ def test_settings_reject_bad_values(env, message):
         Settings.from_env(env)
 
 
-_REPO = Path(__file__).resolve().parent.parent
+_REPO = ROOT
 _GUNICORN = [
     sys.executable,
     "-m",

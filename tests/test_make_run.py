@@ -13,13 +13,13 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import pytest
+from conftest import DATA_DIR as _DATA_DIR
+from conftest import ROOT
 
 from contract import IMAGE_SUFFIXES
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(
-    os.environ.get("FASHION_DATA_DIR", ROOT.parent / "shared/data/clothing-dataset-small")
-).resolve()
+DATA_DIR = _DATA_DIR.resolve()
 
 
 def _images(folder: Path) -> list[Path]:
@@ -28,6 +28,8 @@ def _images(folder: Path) -> list[Path]:
     )
 
 
+# Its own subprocess limit is 1,500 s for `make run`; pytest's global 900 s must not cut it first.
+@pytest.mark.timeout(1800)
 def test_make_run_in_a_fresh_clone_files_every_seeded_photo(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)

@@ -11,11 +11,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from conftest import ROOT
 from google.protobuf import text_format
 from prometheus_client.parser import text_string_to_metric_families
 from support import tiny_models
@@ -23,7 +23,6 @@ from support import tiny_models
 from serving.launcher import ModelServerProcess, free_port
 from serving_api import protos, tensors
 
-ROOT = Path(__file__).resolve().parents[1]
 BATCH = 4
 """max_batch_size of the batching server below."""
 

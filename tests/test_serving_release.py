@@ -13,12 +13,12 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from conftest import ROOT
 
 import preprocessing
 from serving.launcher import ModelServerProcess
 from serving_api import protos, tensors
 
-ROOT = Path(__file__).resolve().parents[1]
 RELEASE = ROOT / "models" / "fashion"
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from conftest import ROOT
 from google.protobuf import text_format
 
 from serving import flags
@@ -36,7 +37,6 @@ from serving.ports import PortError, bind, check_free, host_port
 from serving.versions import aspired_versions, versions_on_disk
 from serving_api import protos
 
-ROOT = Path(__file__).resolve().parents[1]
 SERVING = ROOT / "serving"
 
 

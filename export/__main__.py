@@ -15,6 +15,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from buildinfo import version_line
+
 COMMANDS = ("export", "verify", "list")
 
 
@@ -25,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         "a version folder, or list the versions of a model base path. Without a "
         "command, 'export' is assumed.",
     )
+    parser.add_argument("--version", action="version", version=version_line("fashion-export"))
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser(
         "export",
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         The exit status (0 ok, 1 refused/failed).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv = ["export", *argv]
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

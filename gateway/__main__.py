@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from buildinfo import version_line
 from gateway.app import create_app
 from gateway.settings import Settings
 
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         "--host", default="127.0.0.1", help="interface to bind (default %(default)s)"
     )
     parser.add_argument("--port", type=int, default=8080, help="TCP port (default %(default)s)")
+    parser.add_argument("--version", action="version", version=version_line("fashion-gateway"))
     args = parser.parse_args(argv)
     settings = Settings.from_env_or_exit()
     create_app(settings).run(

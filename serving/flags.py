@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from buildinfo import version_line
+
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
 
@@ -159,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         "tensorflow_model_server's flag names. Give --model_base_path (one model) "
         "or --model_config_file. Both --flag value and --flag=value work.",
     )
+    parser.add_argument("--version", action="version", version=version_line("fashion-serving"))
     defaults = Flags()
     for name, value in defaults.__dict__.items():
         if isinstance(value, bool):

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from buildinfo import version_line
 from training import layouts
 from training.settings import (
     SplitConfig,
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         The parser; ``parse_args`` yields a namespace with ``command`` set.
     """
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_line("fashion-train"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     split = SplitConfig()

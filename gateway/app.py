@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
     app.config["MAX_FORM_PARTS"] = max(1000, 2 * settings.max_batch_images + 16)
     app.json.sort_keys = False
 
-    metrics = Metrics()
+    metrics = Metrics(model_name=settings.model_name)
     client = ServingClient(settings, on_call=metrics.observe_serving_call)
     info = ModelInfo(client)
     cache, resolver = _prediction_cache(settings, client, metrics)

@@ -19,6 +19,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from buildinfo.prometheus import add_standard_metrics
+
 # Seconds. Decoding one photo takes milliseconds; a batch Predict call up to seconds.
 _FAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _SLOW_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -29,6 +31,10 @@ class Metrics:
 
     Args:
         registry: where to register; a new :class:`CollectorRegistry` if None.
+        model_name: the model the gateway calls, a label of ``gateway_build_info``.
+
+    Also registered: the standard ``process_*``, ``python_info`` and ``python_gc_*`` series and
+    ``gateway_build_info{version, git_commit, model_name}`` (:mod:`buildinfo.prometheus`).
 
     Attributes:
         requests: ``gateway_requests_total{endpoint, method, status}``.
@@ -46,8 +52,10 @@ class Metrics:
             (each one answered without the cache).
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, model_name: str = "") -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._model_name = model_name
+        add_standard_metrics(self.registry, "gateway", self._model_names)
         r = self.registry
         self.requests = Counter(
             "gateway_requests",
@@ -112,6 +120,9 @@ class Metrics:
         """Count one failed store call (the cache's ``on_error`` hook)."""
         self.cache_errors.labels(store=store, operation=operation).inc()
 
+    def _model_names(self) -> list[str]:
+        return [self._model_name] if self._model_name else []
+
     def observe_serving_call(self, method: str, seconds: float, status: str) -> None:
         """Record one gRPC round trip (the serving client's ``on_call`` hook)."""
         self.serving_seconds.labels(method=method, status=status).observe(seconds)
@@ -127,5 +138,7 @@ class Metrics:
 
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            # process_* of the worker that answers the scrape, and the build.
+            add_standard_metrics(registry, "gateway", self._model_names)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

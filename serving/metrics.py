@@ -7,14 +7,28 @@ a dashboard never mistakes one server for the other. ``serving_model_runs_total`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from buildinfo.prometheus import add_standard_metrics
 
 
 class Metrics:
-    """Counters and histograms of one server process, in a private registry."""
+    """Counters and histograms of one server process, in a private registry.
+
+    Also registered: the standard ``process_*``, ``python_info`` and ``python_gc_*`` series and
+    ``serving_build_info{version, git_commit, model_name}``, one sample per configured model.
+
+    Attributes:
+        model_names: called at each scrape for the configured model names (default: none); the
+            server sets it to its model manager's ``model_names``.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.model_names: Callable[[], Iterable[str]] = tuple
+        add_standard_metrics(self.registry, "serving", lambda: self.model_names())
         self.requests = Counter(
             "serving_requests",
             "gRPC/REST API calls by model, API and status code",

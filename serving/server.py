@@ -133,6 +133,7 @@ def run(argv: list[str] | None = None) -> int:
 
     metrics = Metrics()
     manager = ModelManager(batching=batching, warmup=flags.enable_model_warmup, metrics=metrics)
+    metrics.model_names = manager.model_names  # the build-info labels, read at each scrape
     manager.configure(models)
     manager.poll()
     core = ServingCore(manager, metrics)

@@ -438,3 +438,22 @@ def test_every_gateway_error_is_raised_with_an_existing_code():
                 wrong.append(f"{where} GatewayError({node.args[0].value!r}) with a plain string")
     assert wrong == []
     assert {code.value: code.status for code in ErrorCode} == STATUS_BY_CODE
+
+
+def test_metrics_include_process_python_and_build_info(closed_address):
+    from buildinfo import git_commit, version
+
+    text = _client(closed_address).get("/metrics").get_data(as_text=True)
+    samples = {
+        line.split(" ")[0]: line.split(" ")[1] for line in text.splitlines() if line[:1] != "#"
+    }
+    assert float(samples["process_resident_memory_bytes"]) > 10e6
+    assert float(samples["process_open_fds"]) > 0
+    assert any(name.startswith("python_info{") for name in samples)
+    assert any(name.startswith("python_gc_collections_total{") for name in samples)
+    build = (
+        f'gateway_build_info{{git_commit="{git_commit()}",model_name="fashion",'
+        f'version="{version()}"}}'
+    )
+    assert samples[build] == "1.0"
+    assert version() == "0.1.0" and len(git_commit()) == 40

@@ -99,6 +99,19 @@ def test_concurrent_calls_are_merged_into_one_model_run(batching_server):
     channel.close()
 
 
+def test_metrics_include_process_python_and_build_info(batching_server):
+    from buildinfo import git_commit, version
+
+    samples = _metrics(batching_server)
+    assert samples[_key("process_resident_memory_bytes")] > 50e6  # TensorFlow is loaded
+    assert samples[_key("process_open_fds")] > 0
+    assert any(name == "python_info" for name, _ in samples)
+    build = _key(
+        "serving_build_info", version=version(), git_commit=git_commit(), model_name="fashion"
+    )
+    assert samples[build] == 1.0
+
+
 def test_a_call_larger_than_max_batch_size_is_refused(batching_server):
     channel = grpc.insecure_channel(batching_server.grpc_address)
     stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)

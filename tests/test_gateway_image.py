@@ -98,7 +98,7 @@ def test_gateway_runs_with_only_the_collected_protos(tiny_server, tmp_path):
     assert "tensorflow" not in distributions and "tensorflow-serving-api" not in distributions
     for name in sorted(distributions):
         _link_distribution(name, site)
-    for package in ("contract", "gateway", "preprocessing", "serving_api"):
+    for package in ("buildinfo", "contract", "gateway", "preprocessing", "serving_api"):
         (app / package).symlink_to(ROOT / package)
     image = tmp_path / "red.png"
     buffer = io.BytesIO()

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from contract import ABSTAIN_REASONS
 from gateway.errors import STATUS_BY_CODE
+from gateway.json_input import B64_PATTERN
 from gateway.settings import Settings
+
+_MAX_INT = 10**18 - 1  # the largest top_k and version the gateway reads (int64-safe)
+_EXCLUSIVE = (
+    " Not together with {other}: a request with both is refused with 400 invalid_parameter "
+    "(TF Serving's ModelSpec takes one of them)."
+)
 
 
 def _ref(name: str) -> dict:
@@ -24,7 +31,7 @@ def _errors(*statuses: int) -> dict:
     for status in statuses:
         codes = sorted(c for c, s in STATUS_BY_CODE.items() if s == status)
         response = _json(_ref("Error"), "error codes: " + ", ".join(codes))
-        if status == 503:
+        if status in (503, 429):
             response["headers"] = {
                 "Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}
             }
@@ -144,6 +151,23 @@ def _schemas() -> dict:
                 },
             },
         },
+        "B64": {
+            "type": "object",
+            "required": ["b64"],
+            "properties": {
+                "b64": {
+                    "type": "string",
+                    "pattern": B64_PATTERN,
+                    "description": "the encoded image file in base64, standard (+/) or URL-safe "
+                    "(-_) alphabet, '=' padding optional; 400 invalid_base64 otherwise",
+                }
+            },
+        },
+        "JsonImage": {
+            "type": "object",
+            "required": ["image"],
+            "properties": {"image": _ref("B64")},
+        },
         "Health": {
             "type": "object",
             "properties": {
@@ -169,20 +193,28 @@ def document(settings: Settings, version: str) -> dict:
         {
             "name": "top_k",
             "in": "query",
-            "schema": {"type": "integer", "minimum": 1, "default": settings.top_k},
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": _MAX_INT,
+                "default": settings.top_k,
+            },
             "description": "top-k list length, capped at the number of classes",
         },
         {
             "name": "version",
             "in": "query",
-            "schema": {"type": "integer", "minimum": 0},
-            "description": "pin a model version (TF Serving ModelSpec.version)",
+            "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_INT},
+            "description": "pin a model version (TF Serving ModelSpec.version); 404 not_found "
+            "when the server does not have it." + _EXCLUSIVE.format(other="version_label"),
         },
         {
             "name": "version_label",
             "in": "query",
             "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"},
-            "description": "a version label of TF Serving's model config; not with version",
+            "description": "a version label of TF Serving's model config; 404 not_found when "
+            "the server has no such label. Answers by label are never cached."
+            + _EXCLUSIVE.format(other="version"),
         },
     ]
     auth = [{"apiKey": []}] if settings.api_key else []
@@ -198,6 +230,7 @@ def document(settings: Settings, version: str) -> dict:
             },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": _ref("JsonImage")},
         },
     }
     batch_body = {
@@ -210,12 +243,27 @@ def document(settings: Settings, version: str) -> dict:
                     "properties": {
                         "images": {
                             "type": "array",
+                            "minItems": 1,
                             "maxItems": settings.max_batch_images,
                             "items": {"type": "string", "format": "binary"},
                         }
                     },
                 }
-            }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["instances"],
+                    "properties": {
+                        "instances": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": settings.max_batch_images,
+                            "items": _ref("B64"),
+                        }
+                    },
+                }
+            },
         },
     }
     serving_errors = (502, 503, 504)
@@ -306,9 +354,36 @@ def document(settings: Settings, version: str) -> dict:
             }
         },
     }
-    for item in paths.values():
+    paths["/ui"] = {
+        "get": {
+            "summary": "The try-it page for people (also GET / with Accept: text/html)",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "HTML page",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
+    cache = {
+        "X-Cache": {
+            "schema": {"type": "string", "enum": ["hit", "miss"]},
+            "description": "hit: every image was answered from the prediction cache",
+        },
+        "X-Model-Version": {
+            "schema": {"type": "integer"},
+            "description": "the model version that answered",
+        },
+    }
+    for path in ("/predict", "/predict_batch"):
+        paths[path]["post"]["responses"]["200"]["headers"] = cache
+    unlimited = {"/health", "/livez", "/metrics"}
+    for path, item in paths.items():
         for operation in item.values():
             operation["responses"].update(_errors(405, 500))
+            if settings.rate_limit and path not in unlimited:
+                operation["responses"].update(_errors(429))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -316,7 +391,13 @@ def document(settings: Settings, version: str) -> dict:
             "version": version,
             "description": f"Limits: body {settings.max_body_bytes} bytes, image "
             f"{settings.max_image_pixels} pixels, "
-            f"{settings.max_batch_images} images per batch.",
+            f"{settings.max_batch_images} images per batch. Rate limit: "
+            f"{settings.rate_limit or 'none'} per caller (429 rate_limited with Retry-After; "
+            "/health, /livez and /metrics are never limited). Every response carries "
+            "X-Request-Id (the caller's when it is 1-64 characters of [A-Za-z0-9._:-], else a "
+            "new one). The image's content is checked only by decoding it: a well-formed request "
+            "whose bytes are no readable image is 400 not_an_image / corrupt_image / empty_file, "
+            "413 image_too_large or 415 unsupported_format.",
         },
         "paths": paths,
         "components": {

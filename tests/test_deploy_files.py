@@ -35,7 +35,15 @@ def test_compose_file_is_valid_and_wires_the_stack():
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     services = config["services"]
-    assert set(services) == {"serving", "gateway", "batch"}
+    assert set(services) == {"serving", "gateway", "batch", "redis"}
+    redis = services["redis"]
+    assert redis["command"][redis["command"].index("--maxmemory-policy") + 1] == "allkeys-lru"
+    assert "--maxmemory" in redis["command"]
+    assert redis["networks"] == {"cache": None} or set(redis["networks"]) == {"cache"}
+    assert config["networks"]["cache"]["internal"] is True
+    assert services["gateway"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert services["gateway"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "ports" not in redis
     serving, gateway, batch = services["serving"], services["gateway"], services["batch"]
     assert serving["build"]["dockerfile"] == "Dockerfile.serving"
     assert "ports" not in serving  # reachable from the gateway only (test_compose_security.py)

@@ -363,6 +363,7 @@ def test_openapi_lists_every_path_and_error_code(closed_address):
         "/openapi.json",
         "/predict",
         "/predict_batch",
+        "/ui",
     }
     predict = document["paths"]["/predict"]["post"]
     assert set(predict["responses"]) == {
@@ -457,3 +458,27 @@ def test_metrics_include_process_python_and_build_info(closed_address):
     )
     assert samples[build] == "1.0"
     assert version() == "0.1.0" and len(git_commit()) == 40
+
+
+def test_browsers_get_the_page_and_api_clients_keep_json(closed_address):
+    client = _client(closed_address, api_key="secret")
+    browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    for path, accept in (("/", browser_accept), ("/ui", "*/*"), ("/ui", browser_accept)):
+        page = client.get(path, headers={"Accept": accept})  # no key: the page asks for it
+        assert page.status_code == 200, path
+        assert page.mimetype == "text/html"
+        assert b'<script src="/static/app.js" defer></script>' in page.data
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    for asset, mimetype in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        response = client.get(f"/static/{asset}")
+        assert (response.status_code, response.mimetype) == (200, mimetype)
+        response.close()
+    for accept in ("*/*", "application/json", None):
+        headers = {"Accept": accept} if accept else {}
+        response = client.get("/", headers=headers)
+        assert (response.status_code, response.json["error"]["code"]) == (401, "unauthorized")
+    info = client.get("/", headers={"Accept": "*/*", "X-API-Key": "secret"})
+    assert info.status_code == 200
+    assert info.json["service"] == "fashion-gateway"
+    assert "GET /ui" in info.json["endpoints"]

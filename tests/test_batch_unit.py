@@ -56,6 +56,7 @@ class FakeGateway:
 
     def __init__(self) -> None:
         self.requests = 0  # /predict_batch calls
+        self.answers: list[tuple[int, int]] = []  # (images sent, HTTP status) per call
         self.images_seen: list[str] = []
         self.healthy = True
         self.fail_after: int | None = None  # predict_batch calls that succeed before 503s
@@ -105,6 +106,8 @@ class FakeGateway:
                     "predictions": [self._predict(i, f) for i, f in enumerate(files)],
                 }
             )
+        with self.lock:
+            self.answers.append((len(files), resp.status_code))
         return resp(environ, start_response)
 
     @staticmethod
@@ -597,6 +600,11 @@ def test_too_many_images_splits_the_chunk(gateway, dirs):
     gateway.max_images = 2
     result = run(settings_for(dirs, gateway.url, chunk_size=5))
     assert result.exit_code == 0 and len(all_files(dirs["processed"] / "hat")) == 5
+    refused = [n for n, status in gateway.answers if status == 413]
+    answered = [n for n, status in gateway.answers if status == 200]
+    assert refused and min(refused) > 2 and 5 in refused  # the 5-image chunk was refused
+    assert max(answered) <= 2 and sum(answered) == 5  # then split; every photo sent once
+    assert sorted(gateway.images_seen) == [f"hat__{i}.jpg" for i in range(5)]
 
 
 def test_dry_run_moves_nothing(gateway, dirs):

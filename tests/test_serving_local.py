@@ -6,11 +6,14 @@ server-side batching, graceful SIGTERM, start-up messages (nothing to serve, por
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -241,3 +244,46 @@ def test_a_taken_port_is_one_error_line_and_exit_status_1(tmp_path, which):
         f"ERROR serving: Failed to start server: cannot bind {which} port "
         f"{port} on 127.0.0.1: Address already in use"
     ), result.stderr
+
+
+def test_the_serving_image_entrypoint_flags_start_a_server_on_its_configs(
+    tiny_model_base, tmp_path
+):
+    """Dockerfile.serving's ENTRYPOINT, run: its flags and the config files it copies, with the
+    container paths mapped to this checkout, start a server that serves the model AVAILABLE."""
+    import re
+
+    text = (ROOT / "Dockerfile.serving").read_text()
+    entry = re.search(r"^ENTRYPOINT (\[.*?\])$", text.replace("\\\n", ""), re.M | re.S)
+    assert entry, "no exec-form ENTRYPOINT"
+    program, *flags = json.loads(entry.group(1))
+    assert program == "tensorflow_model_server"
+    ports = {f.split("=")[0]: f.split("=")[1] for f in flags if f.startswith(("--port=", "--rest"))}
+    assert ports == {"--port": "8500", "--rest_api_port": "8501"}
+    copied = re.search(r"^COPY (.*) /etc/serving/$", text, re.M).group(1).split()
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    for source in copied:
+        shutil.copy(ROOT / source, etc / Path(source).name)
+    models = etc / "models.config"
+    models.write_text(models.read_text().replace('"/models/fashion"', f'"{tiny_model_base}"'))
+    args = [
+        f.replace("/etc/serving/", f"{etc}/")
+        for f in flags
+        if not f.startswith(("--port=", "--rest_api_port="))
+    ]
+    assert {a.split("=")[0] for a in args} >= {
+        "--model_config_file",
+        "--enable_batching",
+        "--batching_parameters_file",
+        "--monitoring_config_file",
+        "--enable_model_warmup",
+    }
+    with ModelServerProcess(
+        args, rest=True, wait_for_model="fashion", log_path=tmp_path / "server.log"
+    ) as server:
+        with urllib.request.urlopen(server.rest_url + "/v1/models/fashion", timeout=10) as r:
+            status = json.load(r)["model_version_status"]
+        metrics = _metrics(server)
+    assert [(s["version"], s["state"]) for s in status] == [("2", "AVAILABLE")]
+    assert any(name == "serving_build_info" for name, _ in metrics)  # monitoring.config applied

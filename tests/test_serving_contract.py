@@ -15,7 +15,9 @@ on it with short poll intervals::
 Models (tiny SavedModels from tests/support/tiny_models.py; outputs computable in NumPy):
 - ``fashion``: versions 1 and 2 on disk, policy latest 1 -> serves 2. Read-only tests.
 - ``picker``: versions 1, 2, 3 on disk, policy specific {1, 3}, labels stable=1, canary=3.
-- ``swap``: starts with version 1; the lifecycle tests at the end publish, break and roll back.
+- ``swap``, ``half``, ``rollback``, ``corrupt``: one model per version-lifecycle test at the end
+  (publish under load, a half-written version, a rollback, a corrupt version), so each passes
+  alone or in any order.
 """
 
 from __future__ import annotations
@@ -52,7 +54,12 @@ END = protos.get_model_status_pb2.ModelVersionStatus.END
 MODELS = {
     "fashion": ([1, 2], "latest { num_versions: 1 }", {}),
     "picker": ([1, 2, 3], "specific { versions: 1 versions: 3 }", {"stable": 1, "canary": 3}),
+    # One model per version-lifecycle test, each starting from the versions it needs, so those
+    # tests pass alone and in any order.
     "swap": ([1], "latest { num_versions: 1 }", {}),
+    "half": ([2], "latest { num_versions: 1 }", {}),
+    "rollback": ([2, 3], "latest { num_versions: 1 }", {}),
+    "corrupt": ([3], "latest { num_versions: 1 }", {}),
 }
 PRISTINE = "pristine"
 """Folder (not a model) holding complete swap versions 2 and 3 to publish during the tests."""
@@ -482,11 +489,11 @@ def test_rest_metadata(target):
 
 
 # ------------------------------------------------------------------------------------- lifecycle
-# These run in file order on model `swap`: publish v2 under load, a half-written v3, roll back.
-def _served_version(target: Target) -> int:
+# Each on its own model (MODELS): publish under load, a half-written version, roll back, corrupt.
+def _served_version(target: Target, model: str = "swap") -> int:
     images = tiny_models.images(1, seed=7)
-    response = target.predict_stub.Predict(predict_request("swap", images), timeout=10)
-    assert_answer(response, images, "swap", response.model_spec.version.value)
+    response = target.predict_stub.Predict(predict_request(model, images), timeout=10)
+    assert_answer(response, images, model, response.model_spec.version.value)
     return response.model_spec.version.value
 
 
@@ -540,39 +547,42 @@ def test_new_version_served_under_load_without_a_failed_call(target):
 
 
 def test_half_written_version_is_never_served_and_old_one_keeps_serving(target):
-    swap = target.models_dir / "swap"
-    folder = tiny_models.write_half_written(target.models_dir / PRISTINE / "3", swap, 3)
+    assert _served_version(target, "half") == 2
+    half = target.models_dir / "half"
+    folder = tiny_models.write_half_written(target.models_dir / PRISTINE / "3", half, 3)
     # The server tried (and failed) to load it: version 3 is reported with an error.
-    wait_for(lambda: status(target, "swap").get(3, (0, ""))[1], what="a failed load of v3")
-    state, error = status(target, "swap")[3]
+    wait_for(lambda: status(target, "half").get(3, (0, ""))[1], what="a failed load of v3")
+    state, error = status(target, "half")[3]
     assert state != AVAILABLE and error
     for _ in range(5):
-        assert _served_version(target) == 2
+        assert _served_version(target, "half") == 2
     tiny_models.complete_half_written(target.models_dir / PRISTINE / "3", folder)
-    wait_for(lambda: _served_version(target) == 3, what="completed version 3 served")
-    assert status(target, "swap")[3] == (AVAILABLE, "")
+    wait_for(lambda: _served_version(target, "half") == 3, what="completed version 3 served")
+    assert status(target, "half")[3] == (AVAILABLE, "")
 
 
 def test_rollback_by_pinning_a_version_in_the_config(target):
-    write_config(target.models_dir, target.server_dir, {"swap": "specific { versions: 2 }"})
+    assert _served_version(target, "rollback") == 3
+    write_config(target.models_dir, target.server_dir, {"rollback": "specific { versions: 2 }"})
     try:
-        wait_for(lambda: _served_version(target) == 2, what="rollback to version 2")
-        wait_for(lambda: status(target, "swap").get(3, (0, ""))[0] == END, what="v3 unloaded")
-        assert status(target, "swap")[2] == (AVAILABLE, "")
+        wait_for(lambda: _served_version(target, "rollback") == 2, what="rollback to version 2")
+        wait_for(lambda: status(target, "rollback").get(3, (0, ""))[0] == END, what="v3 unloaded")
+        assert status(target, "rollback")[2] == (AVAILABLE, "")
     finally:
         write_config(target.models_dir, target.server_dir)
+    wait_for(lambda: _served_version(target, "rollback") == 3, what="version 3 back")
 
 
 def test_corrupt_version_is_never_served_and_the_current_one_keeps_serving(target):
-    wait_for(lambda: _served_version(target) == 3, what="version 3 back after the rollback test")
-    folder = target.models_dir / "swap" / ".staging-9"
+    assert _served_version(target, "corrupt") == 3
+    folder = target.models_dir / "corrupt" / ".staging-9"
     folder.mkdir()
     (folder / "saved_model.pb").write_bytes(np.random.default_rng(0).bytes(4096))
     (folder / "variables").mkdir()
-    os.rename(folder, target.models_dir / "swap" / "9")
-    wait_for(lambda: status(target, "swap").get(9, (0, ""))[1], what="a failed load of v9")
-    assert status(target, "swap")[9][0] != AVAILABLE
-    assert _served_version(target) == 3
+    os.rename(folder, target.models_dir / "corrupt" / "9")
+    wait_for(lambda: status(target, "corrupt").get(9, (0, ""))[1], what="a failed load of v9")
+    assert status(target, "corrupt")[9][0] != AVAILABLE
+    assert _served_version(target, "corrupt") == 3
 
 
 if __name__ == "__main__":

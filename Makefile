@@ -16,16 +16,31 @@ PREPARE_ARGS ?= $(if $(FASHION_EXTRA_DIR),--extra-dir "$(FASHION_EXTRA_DIR)") \
 TRAIN_ARGS ?= --head-epochs 4 --finetune-epochs 12 --turn-probability 0.5 --validate-turned
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install system-deps k8s-client test test-fast lint run serve train export bench clean
+.PHONY: install system-deps k8s-client lock image-requirements test test-fast lint run serve train export bench clean
 
 install: $(VENV)/.installed system-deps k8s-client
 
-# Re-install only when the dependency list changes.
-$(VENV)/.installed: pyproject.toml
+# Re-install only when the dependency list or its lock changes. pyproject.toml says what is needed,
+# requirements/all.txt (made by `make lock`) pins every version, so tests run the pinned set.
+$(VENV)/.installed: pyproject.toml requirements/all.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[all]'
+	$(BIN)/pip install --quiet -c requirements/all.txt -e '.[all]'
 	touch $@
+
+# The one source of pinned versions: a lock per install group, made by uv from pyproject.toml.
+# Resolved for CPython 3.11.7 (this machine and CI; the python:3.11 images are later patches).
+# The gateway image's list is derived from the gateway lock, without tensorflow* (the image gets
+# only the generated protobuf modules); the batch stage installs the batch lock itself.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --python-version 3.11.7 --python-platform x86_64-manylinux_2_28 --no-annotate
+lock: $(VENV)/.installed
+	$(UV_COMPILE) pyproject.toml --extra all -o requirements/all.txt
+	$(UV_COMPILE) pyproject.toml --extra gateway -c requirements/all.txt -o requirements/gateway.txt
+	$(UV_COMPILE) pyproject.toml --extra batch -c requirements/all.txt -o requirements/batch.txt
+	$(MAKE) image-requirements
+
+image-requirements:
+	$(UV_COMPILE) pyproject.toml --extra gateway -c requirements/gateway.txt --excludes requirements/image-excludes.txt -o gateway/requirements.txt
 
 # Debian's docker-compose, used only to check docker-compose.yml statically (no engine runs here),
 # and Debian's prometheus for promtool, which checks the nightly job's metrics textfile.

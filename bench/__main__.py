@@ -223,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         stages["grpc"] = grpc_stage.predict_latencies(
             server.grpc_address, MODEL, input_name, images, repeats
         )
-        env = {"SERVING_GRPC_ADDRESS": server.grpc_address, "MODEL_NAME": MODEL}
+        # The same images are sent again and again: without CACHE_SIZE=0 the gateway's prediction
+        # cache would answer them and the figures would be the cache's, not the model path's.
+        env = {"SERVING_GRPC_ADDRESS": server.grpc_address, "MODEL_NAME": MODEL, "CACHE_SIZE": "0"}
         gateway = stack.enter_context(
             GatewayProcess(env, server="gunicorn", log_path=logs / "gateway.log")
         )

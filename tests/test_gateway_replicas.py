@@ -326,7 +326,8 @@ def test_round_robin_spreads_over_two_servers_and_survives_sigkill_of_one(
     ):
         target = f"ipv4:{server_a.grpc_address},{server_b.grpc_address}"
         gateway = Gunicorn(
-            {"SERVING_GRPC_ADDRESS": target, "SERVING_LB_POLICY": "round_robin"},
+            # CACHE_SIZE=0: the same photo is sent every time and must reach a model server
+            {"SERVING_GRPC_ADDRESS": target, "SERVING_LB_POLICY": "round_robin", "CACHE_SIZE": "0"},
             tmp_path / "gateway.log",
         )
         try:

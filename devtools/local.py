@@ -5,7 +5,9 @@
 ``/health``, runs the nightly job over ``data/incoming/``, prints the summary, and stops both
 services, also when the job fails. When ``data/incoming/`` holds no image it is first seeded with
 the test split of the data set (``FASHION_DATA_DIR``). ``--serve`` instead keeps model server (gRPC
-8500, REST 8501) and gateway (8080) in the foreground until Ctrl-C, for REST callers.
+``GRPC_PORT``, default 8500; REST ``REST_PORT``, default 8501) and gateway (``GATEWAY_PORT``,
+default 8080) in the foreground until Ctrl-C, for REST callers; other ports let a second stack run
+beside a first one.
 
 Exit codes are the nightly job's (0 all filed, 1 some quarantined or left for retry, 75 retry
 later, 78 bad configuration), and 78 when there is no data set or no model to serve.
@@ -20,7 +22,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -94,12 +96,39 @@ per model call leaves the other core to image decoding: measured here, the night
 both cores otherwise). Parallel calls still use both cores (one gRPC thread each)."""
 
 
+SERVE_PORTS = {"GATEWAY_PORT": 8080, "GRPC_PORT": 8500, "REST_PORT": 8501}
+"""``make serve``'s ports: environment variable and default."""
+
+
+def serve_ports(env: Mapping[str, str]) -> dict[str, int]:
+    """The ports ``--serve`` listens on, from ``GATEWAY_PORT``, ``GRPC_PORT`` and ``REST_PORT``.
+
+    Args:
+        env: the environment (an unset or empty variable takes its default).
+
+    Returns:
+        ``{"GATEWAY_PORT": int, "GRPC_PORT": int, "REST_PORT": int}``.
+
+    Raises:
+        ValueError: a value is not an integer in 1..65535, or two ports are equal.
+    """
+    ports = {}
+    for name, default in SERVE_PORTS.items():
+        raw = env.get(name) or str(default)
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise ValueError(f"{name}={raw!r} is not a TCP port (1..65535)")
+        ports[name] = int(raw)
+    if len(set(ports.values())) != len(ports):
+        raise ValueError(f"the three ports must differ, got {ports}")
+    return ports
+
+
 def server_args(base: Path) -> list[str]:
     """The local model server's command line for the model at ``base`` (make run, serve, bench)."""
     return ["--model_name", MODEL_NAME, "--model_base_path", str(base), *SERVER_FLAGS]
 
 
-def _start_stack(stack: ExitStack, logs: Path, *, fixed_ports: bool):
+def _start_stack(stack: ExitStack, logs: Path, *, ports: Mapping[str, int] | None):
     from gateway.launcher import GatewayProcess
     from serving.launcher import ModelServerProcess
 
@@ -108,9 +137,9 @@ def _start_stack(stack: ExitStack, logs: Path, *, fixed_ports: bool):
     server = stack.enter_context(
         ModelServerProcess(
             server_args(base),
-            port=8500 if fixed_ports else None,
+            port=ports["GRPC_PORT"] if ports else None,
             rest=True,
-            rest_port=8501 if fixed_ports else None,
+            rest_port=ports["REST_PORT"] if ports else None,
             log_path=logs / "serving.log",
         )
     )
@@ -121,7 +150,7 @@ def _start_stack(stack: ExitStack, logs: Path, *, fixed_ports: bool):
     gateway = stack.enter_context(
         GatewayProcess(
             {"SERVING_GRPC_ADDRESS": server.grpc_address, "MODEL_NAME": MODEL_NAME},
-            port=8080 if fixed_ports else None,
+            port=ports["GATEWAY_PORT"] if ports else None,
             log_path=logs / "gateway.log",
         )
     )
@@ -166,8 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--serve",
         action="store_true",
-        help="serve in the foreground (gRPC 8500, REST 8501, gateway 8080) "
-        "until Ctrl-C instead of running the job",
+        help="serve in the foreground (gRPC $GRPC_PORT or 8500, REST $REST_PORT or 8501, gateway "
+        "$GATEWAY_PORT or 8080) until Ctrl-C instead of running the job",
     )
     args = parser.parse_args(argv)
     os.chdir(ROOT)
@@ -181,8 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if args.serve:
+        try:
+            ports = serve_ports(os.environ)
+        except ValueError as exc:
+            _say(str(exc))
+            return EXIT_CONFIG
         with ExitStack() as stack:
-            _, gateway = _start_stack(stack, logs, fixed_ports=True)
+            _, gateway = _start_stack(stack, logs, ports=ports)
             _say(f"serving; try: curl -F image=@photo.jpg {gateway.url}/predict  (Ctrl-C stops)")
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             try:
@@ -212,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from batch.runner import run
 
     with ExitStack() as stack:
-        _, gateway = _start_stack(stack, logs, fixed_ports=False)
+        _, gateway = _start_stack(stack, logs, ports=None)
         _command, settings = parse_settings(["run", "--gateway", gateway.url], os.environ)
         result = run(settings)
         _say(result.message)

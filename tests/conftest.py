@@ -42,6 +42,7 @@ TIER_OF_FILE = {
     "test_gateway_served.py": "integration",
     "test_gateway_unit.py": "unit",
     "test_make_run.py": "e2e",
+    "test_make_serve_ports.py": "integration",
     "test_preprocessing.py": "unit",
     "test_serving_api.py": "unit",
     "test_serving_contract.py": "integration",

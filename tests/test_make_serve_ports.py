@@ -1,0 +1,93 @@
+"""`make serve` on chosen ports: a second stack can run beside a first one.
+
+The real Makefile target is run (``make -o install`` skips re-installing the shared venv) with
+``GATEWAY_PORT``, ``GRPC_PORT`` and ``REST_PORT`` set to free ports; the committed model is served.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+import requests
+from conftest import ROOT
+
+from devtools.local import serve_ports
+from serving.launcher import free_port
+from serving_api import protos
+
+pytestmark = pytest.mark.integration
+
+
+def _wait_for(url: str, process: subprocess.Popen, timeout: float = 120.0) -> requests.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"make serve exited with {process.returncode}"
+        try:
+            response = requests.get(url, timeout=2)
+        except requests.ConnectionError:
+            time.sleep(0.2)
+            continue
+        if response.status_code == 200:
+            return response
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer 200 within {timeout} s")
+
+
+def test_make_serve_listens_on_the_three_ports_from_the_environment(tmp_path):
+    ports = {"GATEWAY_PORT": free_port(), "GRPC_PORT": free_port(), "REST_PORT": free_port()}
+    assert len(set(ports.values())) == 3
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}}
+    process = subprocess.Popen(
+        ["make", "-o", "install", "serve", f"VENV={sys.prefix}"],
+        cwd=ROOT,
+        env=env,
+        stdout=(tmp_path / "serve.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: make, python and both servers stop
+    )
+    try:
+        health = _wait_for(f"http://127.0.0.1:{ports['GATEWAY_PORT']}/health", process)
+        assert health.json()["status"] == "ok"
+        rest = _wait_for(f"http://127.0.0.1:{ports['REST_PORT']}/v1/models/fashion", process)
+        assert rest.json()["model_version_status"][0]["state"] == "AVAILABLE"
+        with grpc.insecure_channel(f"127.0.0.1:{ports['GRPC_PORT']}") as channel:
+            stub = protos.model_service_pb2_grpc.ModelServiceStub(channel)
+            request = protos.get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.name = "fashion"
+            status = stub.GetModelStatus(request, timeout=10)
+        assert status.model_version_status[0].state == (
+            protos.get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        )
+        photo = next((ROOT.parent / "shared/data/clothing-dataset-small/test").rglob("*.jpg"))
+        answer = requests.post(
+            f"http://127.0.0.1:{ports['GATEWAY_PORT']}/predict",
+            files={"image": (photo.name, photo.read_bytes(), "image/jpeg")},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["prediction"]["label"]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    log = (tmp_path / "serve.log").read_text()
+    assert f":{ports['GATEWAY_PORT']}" in log
+
+
+@pytest.mark.unit
+def test_serve_ports_defaults_and_refusals():
+    assert serve_ports({}) == {"GATEWAY_PORT": 8080, "GRPC_PORT": 8500, "REST_PORT": 8501}
+    assert serve_ports({"GATEWAY_PORT": "9080", "GRPC_PORT": ""})["GATEWAY_PORT"] == 9080
+    with pytest.raises(ValueError, match="GRPC_PORT"):
+        serve_ports({"GRPC_PORT": "http"})
+    with pytest.raises(ValueError, match="differ"):
+        serve_ports({"GATEWAY_PORT": "8500"})

@@ -150,6 +150,8 @@ def _verify(args: argparse.Namespace) -> int:
     if args.model is not None:
         import keras
 
+        import training.orientation  # noqa: F401  registers the orientation step for load_model
+
         reference = keras.models.load_model(args.model, compile=False)
         size = signature.input_size(reference)
         sample_images = samples.load(32, size, args.data_dir).images

@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+import training.orientation  # noqa: F401  registers the orientation step for load_model
 from contract import LABELS_FILENAME, RULE_FILENAME, folders, read_labels, write_labels
 from export import layout, model_card, samples, signature, verify, warmup
 from export import rule as rule_file

@@ -222,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="early stopping reads validation upright and once turned (seeded random turn)",
     )
     t.add_argument(
+        "--orientation-head",
+        action="store_true",
+        help="after training, fit an orientation step: photos a 4-way head on the pooled "
+        "features calls turned are turned back for a second pass (model.keras has it; "
+        "classifier.keras is the upright model alone)",
+    )
+    t.add_argument(
         "--target-precision",
         type=float,
         default=d.target_precision,
@@ -234,6 +241,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         choices=(0, 1, 2),
         help="Keras verbosity: 1 progress bar per epoch, 2 one line (%(default)s)",
+    )
+
+    o = sub.add_parser(
+        "orient",
+        help="add the orientation step to a trained upright model.keras",
+        description="What train --orientation-head does after training: fit the orientation "
+        "head (train split, four turns) and its threshold (validation), keep the upright model "
+        "as classifier.keras, write the oriented model.keras, refit the abstain rule.",
+    )
+    _artifacts_arg(o)
+    o.add_argument("--seed", type=int, default=d.seed, help="(%(default)s)")
+    o.add_argument(
+        "--target-precision",
+        type=float,
+        default=d.target_precision,
+        help="precision of filed photos the abstain rule must reach (%(default)s)",
     )
 
     c = sub.add_parser(
@@ -371,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             class_weights=not args.no_class_weights,
             turn_probability=args.turn_probability,
             validate_turned=args.validate_turned,
+            orientation_head=args.orientation_head,
             target_precision=args.target_precision,
             seed=args.seed,
         )
@@ -385,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
         )
+        return 0
+    if args.command == "orient":
+        from training.orient import attach
+
+        record = attach(args.artifacts, args.seed, args.target_precision)
+        print(json.dumps({k: record[k] for k in ("threshold", "chosen", "seconds")}))
         return 0
     if args.command == "calibrate":
         from training.rule import calibrate

@@ -86,6 +86,8 @@ def evaluate(
     """
     import keras
 
+    import training.orientation  # noqa: F401  registers the orientation step for load_model
+
     artifacts_dir = Path(artifacts_dir)
     model_path = artifacts_dir / "model.keras"
     if not model_path.is_file():

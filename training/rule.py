@@ -232,6 +232,7 @@ def calibrate(artifacts_dir: Path, target_precision: float, *, batch_size: int =
     """
     import keras
 
+    import training.orientation  # noqa: F401  registers the orientation step for load_model
     from training.manifest import read_manifest
 
     artifacts_dir = Path(artifacts_dir)

@@ -114,6 +114,9 @@ class TrainConfig:
             (pixels), so turned photos get the upright answer; 0 = never.
         validate_turned: early stopping reads each validation photo upright and once turned by
             a seeded random quarter turn.
+        orientation_head: after training, fit an orientation step (a 4-way head on the pooled
+            features; photos it calls turned are turned back for a second backbone pass) and
+            save the model with it (:mod:`training.orientation`).
         target_precision: share of filed photos that must be right on the calibration split
             when the abstain rule's thresholds are fitted.
         seed: seed of every random generator (Python, NumPy, TensorFlow, Keras).
@@ -136,6 +139,7 @@ class TrainConfig:
     class_weights: bool = True
     turn_probability: float = 0.0
     validate_turned: bool = False
+    orientation_head: bool = False
     target_precision: float = 0.97
     seed: int = 42
 

@@ -29,10 +29,13 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from contract import LABELS_FILENAME, read_labels
-from training import dataset, extra_labels, model, rule
+from training import dataset, extra_labels, model, orient, rule
 from training.manifest import read_manifest
 from training.settings import TrainConfig
 from training.sources import ALL_SPLITS, OTHER_LABEL
+
+CLASSIFIER_FILENAME = "classifier.keras"
+"""The upright classifier alone, kept beside ``model.keras`` when an orientation step is fitted."""
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -163,6 +166,13 @@ def train(
         )
         finetune_run = len(history["finetune"]["loss"])
 
+    orientation_record = None
+    if config.orientation_head:
+        net.save(artifacts_dir / CLASSIFIER_FILENAME)
+        net, orientation_record = orient.fit(net, entries, columns, config.seed)
+        (artifacts_dir / orient.RECORD_FILENAME).write_text(
+            json.dumps(orientation_record, indent=2) + "\n"
+        )
     net.save(artifacts_dir / "model.keras")
     (artifacts_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     train_seconds = round(time.monotonic() - t0, 1)
@@ -201,6 +211,7 @@ def train(
         "labels": labels,
         "model_columns": columns,
         "abstain_rule": fitted,
+        "orientation": orientation_record,
         "hyperparameters": config.hyperparameters(),
         "epochs_run": {"head": len(history["head"]["loss"]), "finetune": finetune_run},
         "best_validation": {

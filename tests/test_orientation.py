@@ -91,16 +91,46 @@ def test_simulate_on_cached_features_equals_the_layer():
     kernel, bias = _orientation_head()
     oriented = orientation.build_oriented(net, kernel, bias, threshold=0.9)
     photos = _photos().astype(np.uint8)
-    cached = orientation.turned_features(orientation.features_model(net), photos)
+    step = oriented.get_layer("orientation_step")
+    cached, cues = orientation.turned_features(step, photos)
+    np.testing.assert_array_equal(cached, cues)
     head = net.get_layer("probabilities").get_weights()
-    sim = orientation.simulate(cached, kernel, bias, (head[0], head[1]), 0.9)
+    sim = orientation.simulate(cached, cues, kernel, bias, (head[0], head[1]), 0.9)
     for k in range(4):
         turned = np.rot90(photos, k, axes=(1, 2)).astype(np.float32)
         np.testing.assert_allclose(sim.class_probabilities[k], oriented(turned).numpy(), atol=1e-6)
     assert sim.turned_back.tolist() == [[False, False], [True, True], [True, True], [True, True]]
     threshold, table = orientation.choose_threshold(
-        cached, np.array([0, 1]), kernel, bias, (head[0], head[1]), np.array([0.5, 1.01])
+        cached, cues, np.array([0, 1]), kernel, bias, (head[0], head[1]), np.array([0.5, 1.01])
     )
     assert threshold == 0.5
     assert table[0]["accuracy_by_turn"] == [1.0, 1.0, 1.0, 1.0]
     assert table[1]["accuracy_by_turn"][0] == 1.0 and table[1]["mean_accuracy"] < 1.0
+
+
+def _identity_step(side: int, channels: int, **kwargs) -> orientation.OrientationStep:
+    """A step whose features model returns its input: the pixels are the feature map."""
+    inputs = keras.Input((side, side, channels))
+    return orientation.OrientationStep(keras.Model(inputs, inputs), regions=True, **kwargs)
+
+
+def test_regions_are_the_means_of_the_four_overlapping_quadrants():
+    grid = np.arange(49, dtype=np.float32).reshape(1, 7, 7, 1)  # value = 7 * row + col
+    pooled, cues = _identity_step(7, 1).describe(tf.constant(grid))
+    np.testing.assert_allclose(pooled.numpy(), [[24.0]])
+    # Quadrants rows/cols 0..3 and 3..6: means 7 * 1.5 + 1.5 = 12, 12 + 3, 12 + 21, 12 + 24.
+    np.testing.assert_allclose(cues.numpy(), [[12.0, 15.0, 33.0, 36.0]])
+
+
+def test_regions_tell_90_from_270_degrees():
+    kernel = np.zeros((12, 4), np.float32)
+    for turn, quadrant in enumerate((0, 2, 3, 1)):  # top-left moves to BL, BR, TR (CCW turns)
+        kernel[quadrant * 3, turn] = 10.0  # red of that quadrant
+    step = _identity_step(7, 3, threshold=0.9)
+    step.build((None, 7, 7, 3))
+    step.orientation.set_weights([kernel, np.zeros(4, np.float32)])
+    photo = np.zeros((1, 7, 7, 3), np.float32)
+    photo[0, 0, 0, 0] = 49.0  # quadrant mean 49 / 16
+    turned = np.concatenate([np.rot90(photo, k, axes=(1, 2)) for k in range(4)])
+    _, cues = step.describe(tf.constant(turned))
+    assert step.turns(cues).numpy().tolist() == [0, 1, 2, 3]

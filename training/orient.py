@@ -26,6 +26,7 @@ def fit(
     columns: Sequence[str],
     seed: int,
     *,
+    regions: bool = True,
     batch_size: int = 32,
 ) -> tuple[keras.Model, dict]:
     """Fits the orientation head and threshold and wraps the classifier with the step.
@@ -35,6 +36,8 @@ def fit(
         entries: the manifest.
         columns: the classifier's output columns (labels, then ``_other`` if trained on).
         seed: seed of the head's solver.
+        regions: the head reads the feature map's 4 quadrants (see
+            :class:`training.orientation.OrientationStep`), else the pooled features.
         batch_size: images per forward pass.
 
     Returns:
@@ -51,23 +54,27 @@ def fit(
     val = dataset.load_split(rows, columns, "validation", size)
     if not len(train) or not len(val):
         raise ValueError("the orientation head needs train and validation photos")
-    features = orientation.features_model(classifier)
-    train_features = orientation.turned_features(features, train.images, batch_size)
-    val_features = orientation.turned_features(features, val.images, batch_size)
-    kernel, bias = orientation.fit_head(train_features, seed)
+    step = orientation.OrientationStep(
+        orientation.features_model(classifier, regions), regions=regions
+    )
+    train_cues = orientation.turned_features(step, train.images, batch_size)[1]
+    val_features, val_cues = orientation.turned_features(step, val.images, batch_size)
+    kernel, bias = orientation.fit_head(train_cues, seed)
+    del train_cues
     head = classifier.get_layer(orientation.HEAD_LAYER).get_weights()
     threshold, table = orientation.choose_threshold(
-        val_features, val.labels, kernel, bias, (head[0], head[1])
+        val_features, val_cues, val.labels, kernel, bias, (head[0], head[1])
     )
     turn_ids = np.repeat(np.arange(orientation.QUARTER_TURNS), len(val))
-    logits = val_features.reshape(-1, val_features.shape[-1]) @ kernel + bias
+    logits = val_cues.reshape(-1, val_cues.shape[-1]) @ kernel + bias
     chosen = next(r for r in table if r["threshold"] == threshold)
-    never = orientation.simulate(val_features, kernel, bias, (head[0], head[1]), 2.0)
+    never = orientation.simulate(val_features, val_cues, kernel, bias, (head[0], head[1]), 2.0)
     plain = (never.class_probabilities.argmax(-1) == val.labels[None, :]).mean(axis=1)
     record = {
-        "head": "multinomial logistic regression on the frozen pooled features (4 quarter turns)",
+        "head": "multinomial logistic regression on the frozen features (4 quarter turns)",
+        "regions": regions,
         "train_images": len(train),
-        "train_rows": int(train_features.shape[0] * train_features.shape[1]),
+        "train_rows": 4 * len(train),
         "validation_images": len(val),
         "validation_orientation_accuracy": float((logits.argmax(1) == turn_ids).mean()),
         "threshold": threshold,
@@ -76,7 +83,7 @@ def fit(
         "thresholds": table,
         "seconds": round(time.monotonic() - t0, 1),
     }
-    return orientation.build_oriented(classifier, kernel, bias, threshold), record
+    return orientation.build_oriented(classifier, kernel, bias, threshold, regions), record
 
 
 RECORD_FILENAME = "orientation.json"

@@ -1,10 +1,12 @@
 """An orientation step inside the model: turned photos are turned back before the class head.
 
-The upright classifier's pooled features feed a small 4-way softmax (the orientation head:
-upright, turned 90, 180, 270 degrees counter-clockwise). Only the photos it calls turned with
-probability at least ``threshold`` are turned back (pixels, per image) and pass the backbone a
-second time; every other photo keeps its first-pass features, so a batch of upright photos costs
-one backbone pass plus a ``features x 4`` matrix product. The class head then reads the
+The upright classifier's features feed a small 4-way softmax (the orientation head: upright,
+turned 90, 180, 270 degrees counter-clockwise): its pooled features, or (``regions``) the
+backbone's feature map averaged over its four overlapping quadrants, which keeps where in the
+photo each feature is (pooled features hardly tell 90 from 270 degrees). Only the photos it
+calls turned with probability at least ``threshold`` are turned back (pixels, per image) and pass
+the backbone a second time; every other photo keeps its first-pass features, so a batch of upright
+photos costs one backbone pass plus a small matrix product. The class head then reads the
 (corrected) features, so the model's output is the upright classifier's softmax.
 
 :class:`OrientationStep` is a registered Keras layer: ``keras.models.load_model`` finds it once
@@ -51,10 +53,13 @@ class OrientationStep(keras.layers.Layer):
 
     Args:
         features: Keras model, float32 ``(None, S, S, 3)`` pixels 0..255 to ``(None, D)``
-            pooled features (square input).
+            pooled features, or with ``regions`` to the ``(None, h, w, D)`` feature map that
+            the classifier averages (square input).
         threshold: orientation probability from which a photo predicted turned is turned back
             (0..1).
-        orientation: the 4-way softmax ``Dense`` on the features; a new one when None.
+        orientation: the 4-way softmax ``Dense`` on the cues; a new one when None.
+        regions: the orientation head reads the feature map averaged over its 4 overlapping
+            quadrants (``4 * D`` cues) instead of the pooled features (``D`` cues).
         **kwargs: Keras layer arguments (``name``, ...).
 
     Call:
@@ -66,6 +71,7 @@ class OrientationStep(keras.layers.Layer):
         features: keras.Model,
         threshold: float = 0.5,
         orientation: keras.layers.Layer | None = None,
+        regions: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -74,31 +80,44 @@ class OrientationStep(keras.layers.Layer):
         self.orientation = orientation or keras.layers.Dense(
             QUARTER_TURNS, activation="softmax", name="orientation"
         )
+        self.regions = bool(regions)
         self.width = int(features.output_shape[-1])
+        self.cues_width = self.width * (4 if self.regions else 1)
 
     def build(self, input_shape) -> None:  # noqa: D102 - Keras protocol
         if not self.orientation.built:
-            self.orientation.build((None, self.width))
+            self.orientation.build((None, self.cues_width))
         self.built = True
 
     def compute_output_shape(self, input_shape):  # noqa: D102 - Keras protocol
         return (input_shape[0], self.width)
 
-    def turns(self, features: tf.Tensor) -> tf.Tensor:
+    def describe(self, output: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(pooled (n, D), cues (n, D or 4D))`` from the features model's output."""
+        if not self.regions:
+            return output, output
+        pooled = tf.reduce_mean(output, axis=[1, 2])
+        side = output.shape[1]
+        window = (side + 1) // 2
+        quadrants = tf.nn.avg_pool2d(output, window, side - window, "VALID")  # (n, 2, 2, D)
+        return pooled, tf.reshape(quadrants, [-1, self.cues_width])
+
+    def turns(self, cues: tf.Tensor) -> tf.Tensor:
         """Quarter turns to undo per photo: the head's argmax if its probability reaches the
-        threshold, else 0. ``(n, D)`` features to int32 ``(n,)``."""
-        p = self.orientation(features)
+        threshold, else 0. ``(n, D)`` cues (see :meth:`describe`) to int32 ``(n,)``."""
+        p = self.orientation(cues)
         k = tf.argmax(p, axis=1, output_type=tf.int32)
         return tf.where(tf.reduce_max(p, axis=1) >= self.threshold, k, tf.zeros_like(k))
 
     def call(self, pixels):  # noqa: D102 - documented on the class
-        first = self.features(pixels, training=False)
-        k = self.turns(first)
+        first, cues = self.describe(self.features(pixels, training=False))
+        k = self.turns(cues)
         rows = tf.where(k > 0)  # (m, 1) int64
 
         def second_pass() -> tf.Tensor:
             turned = turn_back(tf.gather_nd(pixels, rows), tf.gather_nd(k, rows))
-            return tf.tensor_scatter_nd_update(first, rows, self.features(turned, training=False))
+            again = self.describe(self.features(turned, training=False))[0]
+            return tf.tensor_scatter_nd_update(first, rows, again)
 
         return tf.cond(tf.size(rows) > 0, second_pass, lambda: first)
 
@@ -108,6 +127,7 @@ class OrientationStep(keras.layers.Layer):
             "features": keras.saving.serialize_keras_object(self.features),
             "orientation": keras.saving.serialize_keras_object(self.orientation),
             "threshold": self.threshold,
+            "regions": self.regions,
         }
 
     @classmethod
@@ -118,20 +138,28 @@ class OrientationStep(keras.layers.Layer):
         return cls(**config)
 
 
-def features_model(classifier: keras.Model) -> keras.Model:
+def features_model(classifier: keras.Model, regions: bool = False) -> keras.Model:
     """The classifier up to its pooled features (scaling, backbone, pooling; no dropout).
 
     Args:
         classifier: from :func:`training.model.build_classifier`.
+        regions: stop before the pooling (its ``GlobalAveragePooling2D`` is then recomputed by
+            :meth:`OrientationStep.describe`).
 
     Returns:
-        float32 ``(None, S, S, 3)`` 0..255 to float32 ``(None, D)``.
+        float32 ``(None, S, S, 3)`` 0..255 to float32 ``(None, D)``, or with ``regions`` the
+        ``(None, h, w, D)`` feature map.
     """
-    return keras.Model(classifier.inputs, classifier.get_layer(POOL_LAYER).output, name="features")
+    pool = classifier.get_layer(POOL_LAYER)
+    return keras.Model(classifier.inputs, pool.input if regions else pool.output, name="features")
 
 
 def build_oriented(
-    classifier: keras.Model, kernel: np.ndarray, bias: np.ndarray, threshold: float
+    classifier: keras.Model,
+    kernel: np.ndarray,
+    bias: np.ndarray,
+    threshold: float,
+    regions: bool = False,
 ) -> keras.Model:
     """The classifier with the orientation step between its pixels and its class head.
 
@@ -140,45 +168,55 @@ def build_oriented(
         kernel: float ``(D, 4)`` orientation head weights.
         bias: float ``(4,)``.
         threshold: see :class:`OrientationStep`.
+        regions: see :class:`OrientationStep`.
 
     Returns:
         float32 ``(None, S, S, 3)`` 0..255 to the classifier's softmax ``(None, C)``.
     """
-    step = OrientationStep(features_model(classifier), threshold, name="orientation_step")
+    step = OrientationStep(
+        features_model(classifier, regions), threshold, regions=regions, name="orientation_step"
+    )
     inputs = keras.Input(shape=classifier.input_shape[1:], dtype="float32", name="pixels")
     outputs = classifier.get_layer(HEAD_LAYER)(step(inputs))
     step.orientation.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32)])
     return keras.Model(inputs, outputs, name="fashion_mobilenetv2_oriented")
 
 
-def turned_features(features: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Pooled features of every image at every quarter turn (one pass per image per turn).
+def turned_features(
+    step: OrientationStep, images: np.ndarray, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features and orientation cues of every image at every quarter turn.
+
+    One backbone pass per image per turn.
 
     Args:
-        features: from :func:`features_model`.
+        step: the orientation step (its features model and :meth:`OrientationStep.describe`).
         images: uint8 ``(n, S, S, 3)`` upright.
         batch_size: images per forward pass.
 
     Returns:
-        float32 ``(4, n, D)``; ``[k]`` is the images turned ``k`` quarter turns
-        counter-clockwise (``np.rot90``).
+        ``(pooled (4, n, D), cues (4, n, D'))`` float32; ``[k]`` is the images turned ``k``
+        quarter turns counter-clockwise (``np.rot90``).
     """
-    run = tf.function(lambda x: features(x, training=False), reduce_retracing=True)
-    out = []
+    run = tf.function(
+        lambda x: step.describe(step.features(x, training=False)), reduce_retracing=True
+    )
+    pooled, cues = [], []
     for k in range(QUARTER_TURNS):
         rows = [
             run(tf.constant(np.rot90(images[i : i + batch_size], k, axes=(1, 2)), tf.float32))
             for i in range(0, len(images), batch_size)
         ]
-        out.append(np.concatenate([np.asarray(r) for r in rows]))
-    return np.stack(out)
+        pooled.append(np.concatenate([np.asarray(r[0]) for r in rows]))
+        cues.append(np.concatenate([np.asarray(r[1]) for r in rows]))
+    return np.stack(pooled), np.stack(cues)
 
 
 def fit_head(train_features: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fits the orientation head: multinomial logistic regression on cached features.
 
     Args:
-        train_features: float ``(4, n, D)`` from :func:`turned_features`.
+        train_features: float ``(4, n, D')`` orientation cues from :func:`turned_features`.
         seed: seed of the solver.
 
     Returns:
@@ -213,6 +251,7 @@ class Simulated:
 
 def simulate(
     features: np.ndarray,
+    cues: np.ndarray,
     kernel: np.ndarray,
     bias: np.ndarray,
     head: tuple[np.ndarray, np.ndarray],
@@ -224,8 +263,9 @@ def simulate(
     features of the photo at turn ``(t - k) mod 4``, already cached.
 
     Args:
-        features: float ``(4, n, D)`` from :func:`turned_features`.
-        kernel: ``(D, 4)`` orientation head.
+        features: float ``(4, n, D)`` pooled features from :func:`turned_features`.
+        cues: float ``(4, n, D')`` orientation cues from :func:`turned_features`.
+        kernel: ``(D', 4)`` orientation head.
         bias: ``(4,)``.
         head: ``(kernel (D, C), bias (C,))`` of the class head.
         threshold: see :class:`OrientationStep`.
@@ -234,7 +274,7 @@ def simulate(
         The :class:`Simulated` answers.
     """
     n = features.shape[1]
-    p = _softmax(features @ kernel + bias)  # (4, n, 4)
+    p = _softmax(cues @ kernel + bias)  # (4, n, 4)
     k = np.where(p.max(-1) >= threshold, p.argmax(-1), 0)
     source = (np.arange(QUARTER_TURNS)[:, None] - k) % QUARTER_TURNS
     corrected = features[source, np.arange(n)[None, :]]
@@ -243,6 +283,7 @@ def simulate(
 
 def choose_threshold(
     features: np.ndarray,
+    cues: np.ndarray,
     labels: np.ndarray,
     kernel: np.ndarray,
     bias: np.ndarray,
@@ -253,7 +294,8 @@ def choose_threshold(
     then the higher threshold, i.e. fewer second passes).
 
     Args:
-        features: float ``(4, n, D)`` validation features.
+        features: float ``(4, n, D)`` validation pooled features.
+        cues: float ``(4, n, D')`` their orientation cues.
         labels: int ``(n,)`` true class columns.
         kernel: ``(D, 4)`` orientation head.
         bias: ``(4,)``.
@@ -269,7 +311,7 @@ def choose_threshold(
         candidates = np.round(np.arange(0.25, 1.0, 0.01), 2)
     table = []
     for t in candidates:
-        s = simulate(features, kernel, bias, head, float(t))
+        s = simulate(features, cues, kernel, bias, head, float(t))
         acc = (s.class_probabilities.argmax(-1) == labels[None, :]).mean(axis=1)
         table.append(
             {

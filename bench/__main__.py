@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 import preprocessing
-from bench import floor, grpc_stage, http_stage
+from bench import floor, grpc_stage, http_stage, side_by_side
+from bench.jobs import nightly
 from bench.stats import ratio
 from serving.versions import versions_on_disk
 from serving_api.memory import keep_large_buffers_on_heap
@@ -79,48 +79,6 @@ def _gateway_probe(env: dict[str, str], photo: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _nightly(gateway_url: str, photos: list[Path], workdir: Path) -> dict:
-    incoming = workdir / "incoming"
-    for photo in photos:
-        target = incoming / photo.parent.name / photo.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(photo, target)
-    past = time.time() - 3600  # not "still being written"
-    for path in incoming.rglob("*.jpg"):
-        os.utime(path, (past, past))
-    args = [
-        sys.executable,
-        "-m",
-        "batch",
-        "run",
-        "--gateway",
-        gateway_url,
-        "--incoming",
-        str(incoming),
-        "--processed",
-        str(workdir / "processed"),
-        "--quarantine",
-        str(workdir / "quarantine"),
-        "--results",
-        str(workdir / "results"),
-        "--logs",
-        str(workdir / "logs"),
-    ]
-    start = time.perf_counter()
-    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    wall = time.perf_counter() - start
-    if result.returncode not in (0, 1):
-        raise RuntimeError(f"nightly job failed ({result.returncode}): {result.stderr[-2000:]}")
-    summary = json.loads(next((workdir / "results").glob("*/summary.json")).read_text())
-    return {
-        "images": summary["files"],
-        "job_seconds": summary["duration_seconds"],
-        "images_per_s": summary["images_per_second"],
-        "process_wall_seconds": round(wall, 2),
-        "exit_code": result.returncode,
-    }
-
-
 def _print_table(results: dict) -> None:
     s = results["stages"]
     rows = [
@@ -155,7 +113,8 @@ def _print_table(results: dict) -> None:
         ("7 gateway RSS after a prediction (MB)", s["gateway_process"]["rss_mb_after_predict"]),
         ("7 serving start to AVAILABLE (s)", s["serving_start_to_available_s"]),
     ]
-    rows += [(f"ratio {k}", v) for k, v in results["ratios"].items()]
+    rows += [(f"ratio {k}", v) for k, v in results["ratios"].items() if k != "vs_inprocess"]
+    rows += side_by_side.table(s["side_by_side"], results["ratios"]["vs_inprocess"])
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -236,8 +195,18 @@ def main(argv: list[str] | None = None) -> int:
         stages["predict_batch"] = http_stage.predict_batch_throughput(
             gateway.url, named, rounds=1 if args.quick else 3
         )
-        stages["nightly"] = _nightly(gateway.url, photos, Path(tmp) / "nightly")
+        stages["nightly"] = nightly(gateway.url, photos, Path(tmp) / "nightly")
         stages["gateway_process"] = _gateway_probe(env, photos[0])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        side, vs_inprocess = side_by_side.run(
+            version_dir,
+            photos,
+            Path(tmp),
+            rounds=1 if args.quick else 4,
+            repeats=repeats,
+        )
+    stages["side_by_side"] = side
 
     floor_ms = stages["model_only"]["batch1"]["p50_ms"] + stages["preprocessing"]["p50_ms"]
     results = {
@@ -267,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             "grpc_batch32_over_model": ratio(
                 stages["model_only"]["batch32_images_per_s"], stages["grpc"]["batch32_images_per_s"]
             ),
+            "vs_inprocess": vs_inprocess,
         },
         "goals": {
             "predict_p50_over_floor": "<= 1.3",
@@ -276,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             "gateway_import_and_create_s": "<= 1",
             "grpc_batch1_over_model": "<= 1.5",
             "grpc_batch32_over_model": "<= 1.15",
+            "vs_inprocess": side_by_side.GOALS,
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

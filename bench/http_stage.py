@@ -13,7 +13,11 @@ from bench.stats import latency_summary
 
 
 def predict_load(
-    url: str, files: list[tuple[str, bytes]], requests_total: int, concurrency: int
+    url: str,
+    files: list[tuple[str, bytes]],
+    requests_total: int,
+    concurrency: int,
+    raw: list[float] | None = None,
 ) -> dict:
     """``POST /predict`` with one photo per request from ``concurrency`` client threads.
 
@@ -22,6 +26,7 @@ def predict_load(
         files: ``(filename, jpeg bytes)`` pairs, cycled.
         requests_total: requests to send after a warm-up of ``concurrency`` requests.
         concurrency: client threads, each with its own keep-alive session.
+        raw: if given, every measured duration (seconds) is appended to it (to pool rounds).
 
     Returns:
         latency summary plus ``"requests_per_s"`` and ``"errors"`` (non-200 answers).
@@ -49,6 +54,8 @@ def predict_load(
         start = time.perf_counter()
         results = list(pool.map(lambda _: one(), range(requests_total)))
         wall = time.perf_counter() - start
+    if raw is not None:
+        raw.extend(d for d, _ in results)
     summary = latency_summary([d for d, _ in results])
     summary["requests_per_s"] = round(requests_total / wall, 1)
     summary["errors"] = sum(1 for _, status in results if status != 200)

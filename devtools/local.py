@@ -89,7 +89,14 @@ def seed_incoming(incoming: Path, data_dir: Path) -> int:
     return copied
 
 
-SERVER_FLAGS = ("--tensorflow_intra_op_parallelism=1",)
+TF_THREADS = (1, 2)
+"""TensorFlow ``(intra_op, inter_op)`` threads of the local model server (and of the benchmark's
+in-process rival, which gets the same settings)."""
+
+SERVER_FLAGS = (
+    f"--tensorflow_intra_op_parallelism={TF_THREADS[0]}",
+    f"--tensorflow_inter_op_parallelism={TF_THREADS[1]}",
+)
 """Model-server flags of the local stack. On a 2-core host shared with the gateway, one TF thread
 per model call leaves the other core to image decoding: measured here, the nightly job went from
 180 to 203 images/s and ``/predict`` p50 from 14.7 to 12.2 ms (TF's idle intra-op threads spin on
@@ -128,7 +135,29 @@ def server_args(base: Path) -> list[str]:
     return ["--model_name", MODEL_NAME, "--model_base_path", str(base), *SERVER_FLAGS]
 
 
-def _start_stack(stack: ExitStack, logs: Path, *, ports: Mapping[str, int] | None):
+def start_stack(
+    stack: ExitStack,
+    logs: Path,
+    *,
+    ports: Mapping[str, int] | None,
+    gateway_env: Mapping[str, str] | None = None,
+    gateway_server: str = "dev",
+):
+    """Start the model server and the gateway (stopped when ``stack`` closes).
+
+    Args:
+        stack: receives both processes.
+        logs: folder for ``serving.log`` and ``gateway.log``.
+        ports: ``serve_ports()``'s mapping, or None for free ports.
+        gateway_env: extra gateway environment (e.g. ``CACHE_SIZE=0`` in the benchmark).
+        gateway_server: ``"dev"`` or ``"gunicorn"`` (see ``gateway.launcher``).
+
+    Returns:
+        ``(ModelServerProcess, GatewayProcess)``, both ready.
+
+    Raises:
+        serving.launcher.ServerStartError, RuntimeError: a process did not start.
+    """
     from gateway.launcher import GatewayProcess
     from serving.launcher import ModelServerProcess
 
@@ -149,7 +178,12 @@ def _start_stack(stack: ExitStack, logs: Path, *, ports: Mapping[str, int] | Non
     )
     gateway = stack.enter_context(
         GatewayProcess(
-            {"SERVING_GRPC_ADDRESS": server.grpc_address, "MODEL_NAME": MODEL_NAME},
+            {
+                "SERVING_GRPC_ADDRESS": server.grpc_address,
+                "MODEL_NAME": MODEL_NAME,
+                **(gateway_env or {}),
+            },
+            server=gateway_server,
             port=ports["GATEWAY_PORT"] if ports else None,
             log_path=logs / "gateway.log",
         )
@@ -216,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _say(str(exc))
             return EXIT_CONFIG
         with ExitStack() as stack:
-            _, gateway = _start_stack(stack, logs, ports=ports)
+            _, gateway = start_stack(stack, logs, ports=ports)
             _say(f"serving; try: curl -F image=@photo.jpg {gateway.url}/predict  (Ctrl-C stops)")
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             try:
@@ -246,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from batch.runner import run
 
     with ExitStack() as stack:
-        _, gateway = _start_stack(stack, logs, ports=None)
+        _, gateway = start_stack(stack, logs, ports=None)
         _command, settings = parse_settings(["run", "--gateway", gateway.url], os.environ)
         result = run(settings)
         _say(result.message)

@@ -146,6 +146,11 @@ class GatewayProcess:
                 self._process.wait()
         self._process = None
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (the gunicorn master or the dev server); None when stopped."""
+        return self._process.pid if self._process is not None else None
+
     def __enter__(self) -> GatewayProcess:
         return self.start()
 

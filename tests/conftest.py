@@ -28,6 +28,7 @@ TIER_OF_FILE = {
     "test_batch_schedule.py": "unit",
     "test_batch_unit.py": "unit",
     "test_bench.py": "e2e",
+    "test_bench_baseline.py": "e2e",
     "test_calibration.py": "unit",
     "test_contract.py": "unit",
     "test_deploy_files.py": "unit",

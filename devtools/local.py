@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -122,7 +123,8 @@ def serve_ports(env: Mapping[str, str]) -> dict[str, int]:
     ports = {}
     for name, default in SERVE_PORTS.items():
         raw = env.get(name) or str(default)
-        if not raw.isdigit() or not 0 < int(raw) < 65536:
+        # ASCII digits only: int() alone would also take " 80", "+80" and "8_0".
+        if re.fullmatch(r"[0-9]{1,5}", raw) is None or not 0 < int(raw) < 65536:
             raise ValueError(f"{name}={raw!r} is not a TCP port (1..65535)")
         ports[name] = int(raw)
     if len(set(ports.values())) != len(ports):

@@ -1,7 +1,8 @@
 """Start the two sides of the side-by-side run and read what they cost: start time and memory.
 
 Start time is process start to the first answered ``/predict`` (warm-up on, as shipped); memory is
-the resident set of every process of a side (the process trees of what was started, summed).
+the resident memory of every process of a side (the process trees of what was started): summed
+RSS, and summed PSS, which counts a page shared by forked processes once.
 """
 
 from __future__ import annotations
@@ -45,19 +46,29 @@ def tree_pids(pid: int) -> list[int]:
     return pids
 
 
-def tree_rss_mb(pids: list[int]) -> float:
-    """Summed ``VmRSS`` of the given processes and all their descendants, in MiB (0 if gone)."""
-    total_kb = 0
+def _field_kb(path: str, name: str) -> int:
+    try:
+        with open(path) as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(name))
+    except (OSError, StopIteration):
+        return 0
+
+
+def tree_memory_mb(pids: list[int]) -> dict[str, float]:
+    """Resident memory of the given processes and all their descendants, in MiB (0 if gone).
+
+    Returns:
+        ``{"rss": summed VmRSS, "pss": summed Pss}``. RSS counts a page once per process that
+        maps it, so forked workers (gunicorn) and shared libraries are counted several times;
+        PSS (``/proc/<pid>/smaps_rollup``, Linux >= 4.14) splits each shared page among the
+        processes that map it, so the sum is the memory the side really holds.
+    """
+    rss = pss = 0
     for root in pids:
         for pid in tree_pids(root):
-            try:
-                with open(f"/proc/{pid}/status") as f:
-                    total_kb += next(
-                        int(line.split()[1]) for line in f if line.startswith("VmRSS:")
-                    )
-            except (OSError, StopIteration):
-                continue
-    return round(total_kb / 1024, 1)
+            rss += _field_kb(f"/proc/{pid}/status", "VmRSS:")
+            pss += _field_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
+    return {"rss": round(rss / 1024, 1), "pss": round(pss / 1024, 1)}
 
 
 def wait_first_prediction(url: str, photo: bytes, started: float, timeout: float = 180.0) -> float:
@@ -180,6 +191,6 @@ __all__ = [
     "BaselineProcess",
     "start_baseline",
     "start_product",
-    "tree_rss_mb",
+    "tree_memory_mb",
     "wait_first_prediction",
 ]

@@ -68,6 +68,8 @@ def test_quick_benchmark_reports_every_stage(tmp_path):
         assert side[name]["predict_c1"]["n"] == 20
         assert side[name]["phone_predict_c1"]["n"] >= 4
         assert side[name]["rss_mb_all_processes"] > 100
+        # PSS counts shared pages once: never more than RSS, and TensorFlow is still in there
+        assert 100 < side[name]["pss_mb_all_processes"] <= side[name]["rss_mb_all_processes"]
     assert side["nightly"][0]["images"] == side["seed_client"][0]["images"] == 64
     assert side["seed_client"][0]["errors"] == 0
     assert side["ceiling"]["ceiling_images_per_s"] > 0

@@ -3,12 +3,16 @@
 Decoding is ``preprocessing.decode`` (the code training used) at the size the model's signature
 declares; a batch is decoded on a thread pool (Pillow releases the GIL while decoding and
 resizing). Decoded images are stacked and sent in Predict calls of at most ``PREDICT_CHUNK_SIZE``
-images. The first call asks for the requested version (or the latest); later calls of the same
-request are pinned to the version that answered the first, so every item of a response is
-labelled by one version. Labels come from the ``classes`` output of the same Predict response
-(docs/CONTRACTS.md section 2): the gateway holds no label list. Likewise the abstain decision:
-when the version's signature has the rule's outputs, each classification carries ``abstain``,
-``abstain_reason`` and ``known_probability`` from the same response; otherwise it has none.
+images, each as soon as its images are decoded; up to ``PREDICT_PARALLEL_CHUNKS`` calls of one
+request are in flight at once, so the model server can run them on different cores (or merge them
+with other callers' calls when it batches). Every item of a response is labelled by one version:
+the version that answered the first chunk; a chunk answered by another (a version swap while it
+was in flight) is asked again of that version. With one call at a time, later calls are pinned to
+the first answer's version before they are sent. Labels come from the ``classes`` output of the
+same Predict response (docs/CONTRACTS.md section 2): the gateway holds no label list. Likewise the
+abstain decision: when the version's signature has the rule's outputs, each classification carries
+``abstain``, ``abstain_reason`` and ``known_probability`` from the same response; otherwise it has
+none.
 
 With a prediction cache (:mod:`gateway.cache`), images whose bytes were answered before by the
 version this request resolves to are answered from their cached output rows; only the others are
@@ -20,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,10 +254,16 @@ class Predictor:
         self._pool = ThreadPoolExecutor(
             max_workers=settings.decode_threads, thread_name_prefix="decode"
         )
+        # Predict calls of chunks sent without waiting (PREDICT_PARALLEL_CHUNKS > 1); a call
+        # waits on the network, so a few threads serve all requests of the process.
+        self._calls = ThreadPoolExecutor(
+            max_workers=max(2, 2 * settings.predict_parallel_chunks), thread_name_prefix="predict"
+        )
 
     def close(self) -> None:
-        """Stop the decode threads."""
+        """Stop the decode and Predict-call threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._calls.shutdown(wait=False, cancel_futures=True)
 
     def _decode(self, data: bytes, spec: InputSpec) -> np.ndarray | GatewayError:
         start = time.perf_counter()
@@ -405,27 +415,44 @@ class Predictor:
         indices: list[int] = []
         arrays: list[np.ndarray] = []
         fresh: dict[int, Row] = {}
+        parallel = self._settings.predict_parallel_chunks
+        sent: list[tuple[list[int], np.ndarray, Future]] = []
 
-        def flush() -> None:
-            nonlocal model_name, version
+        def send() -> None:
+            """Send the chunk being built; with parallel chunks, without waiting for its answer."""
+            batch = np.stack(arrays)
             pinned = selector if version is None else VersionSelector(version=version)
-            result = self._predict(np.stack(arrays), spec, pinned)
+            if parallel == 1:
+                future = _done(self._predict(batch, spec, pinned))
+            else:
+                while sum(not f.done() for _, _, f in sent) >= parallel:
+                    wait([f for _, _, f in sent if not f.done()], return_when=FIRST_COMPLETED)
+                future = self._calls.submit(self._predict, batch, spec, pinned)
+            sent.append((list(indices), batch, future))
+            indices.clear()
+            arrays.clear()
+
+        def collect(chunk: list[int], batch: np.ndarray, future: Future) -> None:
+            """Label a sent chunk's images; the first answer fixes the version of the response."""
+            nonlocal model_name, version
+            result = future.result()
             if version is None:
                 model_name, version = result.model_name or model_name, result.version
                 self._info.observe(selector, version)
                 if self._resolver is not None:
                     self._resolver.saw(version)
             elif result.version != version:
-                raise GatewayError(
-                    ErrorCode.SERVING_ERROR,
-                    f"version {version} was asked, {result.version} answered",
-                )
+                # Sent in parallel while versions were swapped: ask the first answer's version.
+                result = self._predict(batch, spec, VersionSelector(version=version))
+                if result.version != version:
+                    raise GatewayError(
+                        ErrorCode.SERVING_ERROR,
+                        f"version {version} was asked, {result.version} answered",
+                    )
             rows = self._classifications(result.outputs, top_k, spec.has_rule)
-            for n, (i, row) in enumerate(zip(indices, rows, strict=True)):
+            for n, (i, row) in enumerate(zip(chunk, rows, strict=True)):
                 items[i] = ItemResult(classification=row)
                 fresh[i] = {key: value[n] for key, value in result.outputs.items()}
-            indices.clear()
-            arrays.clear()
 
         try:
             for i, future in decoded.items():
@@ -436,12 +463,18 @@ class Predictor:
                 indices.append(i)
                 arrays.append(array)
                 if len(indices) == self._settings.predict_chunk_size:
-                    flush()
+                    send()
+                    if parallel == 1:  # answered already: later chunks are pinned to its version
+                        collect(*sent.pop())
             if indices:
-                flush()
+                send()
+            for entry in sent:
+                collect(*entry)
         finally:
             for future in decoded.values():
                 future.cancel()
+            for _, _, call in sent:
+                call.cancel()
         if fresh and self._cache is not None:
             keys = self._cache_keys([images[i] for i in fresh], spec, version)
             self._cache.put(dict(zip(keys, fresh.values(), strict=True)))

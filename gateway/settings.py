@@ -92,6 +92,12 @@ class Settings:
         "as its images are decoded, overlapping decoding and the model)",
         16,
     )
+    predict_parallel_chunks: int = _env(
+        "PREDICT_PARALLEL_CHUNKS",
+        "most Predict calls of one request in flight at once (1: each chunk waits for the "
+        "previous one's answer)",
+        1,
+    )
     top_k: int = _env("TOP_K", "default length of the top_k list (query top_k overrides)", 3)
     api_key: str | None = _env(
         "GATEWAY_API_KEY",
@@ -162,6 +168,7 @@ class Settings:
             "max_image_pixels",
             "max_batch_images",
             "predict_chunk_size",
+            "predict_parallel_chunks",
             "top_k",
             "decode_threads",
             "retry_after_seconds",

@@ -247,6 +247,30 @@ def test_batch_is_sent_in_chunks(server):
     assert 'gateway_serving_duration_seconds_count{method="Predict",status="OK"} 3.0' in metrics
 
 
+def test_parallel_chunks_answer_every_image_in_order(server):
+    names = sorted(GOOD)[:7]
+    blobs = [GOOD[name]() for name in names]
+    answers = {}
+    for parallel in (1, 3):
+        app = create_app(_settings(server, predict_chunk_size=2, predict_parallel_chunks=parallel))
+        files = [(io.BytesIO(data), name) for name, data in zip(names, blobs, strict=True)]
+        response = app.test_client().post(
+            "/predict_batch", data={"images": files}, content_type="multipart/form-data"
+        )
+        assert response.status_code == 200
+        assert response.json["model"] == {"name": "fashion", "version": LATEST}
+        items = response.json["predictions"]
+        assert [i["filename"] for i in items] == names
+        assert [(i["label"], i["confidence"]) for i in items] == [
+            pytest.approx(_expected(data), abs=1e-5) for data in blobs
+        ]
+        answers[parallel] = items
+        metrics = app.test_client().get("/metrics").get_data(as_text=True)
+        # 7 images in chunks of 2: four Predict calls either way
+        assert 'gateway_serving_duration_seconds_count{method="Predict",status="OK"} 4.0' in metrics
+    assert answers[3] == answers[1]
+
+
 def test_top_k_and_version_pinning(client):
     data = GOOD["photo.tif"]()
     cases = [

@@ -21,6 +21,7 @@ decoded and sent, pinned to that version so the whole response stays labelled by
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -410,7 +411,12 @@ class Predictor:
         if len(todo) == 1:
             decoded = {todo[0]: _done(self._decode(images[todo[0]], spec))}
         else:
-            decoded = {i: self._pool.submit(self._decode, images[i], spec) for i in todo}
+            # each in a copy of this request's context (a context runs in one thread at a time),
+            # so a decode thread's log line carries the request id
+            decoded = {
+                i: self._pool.submit(contextvars.copy_context().run, self._decode, images[i], spec)
+                for i in todo
+            }
         model_name, version = self._settings.model_name, None
         indices: list[int] = []
         arrays: list[np.ndarray] = []
@@ -418,16 +424,19 @@ class Predictor:
         parallel = self._settings.predict_parallel_chunks
         sent: list[tuple[list[int], np.ndarray, Future]] = []
 
-        def send() -> None:
-            """Send the chunk being built; with parallel chunks, without waiting for its answer."""
+        def send(last: bool = False) -> None:
+            """Send the chunk being built; with parallel chunks, without waiting for its answer
+            (the last chunk is sent from this thread, while the others are in flight)."""
             batch = np.stack(arrays)
             pinned = selector if version is None else VersionSelector(version=version)
-            if parallel == 1:
+            if parallel == 1 or last:
                 future = _done(self._predict(batch, spec, pinned))
             else:
                 while sum(not f.done() for _, _, f in sent) >= parallel:
                     wait([f for _, _, f in sent if not f.done()], return_when=FIRST_COMPLETED)
-                future = self._calls.submit(self._predict, batch, spec, pinned)
+                # the request's context travels along: its id goes into the call's metadata
+                context = contextvars.copy_context()
+                future = self._calls.submit(context.run, self._predict, batch, spec, pinned)
             sent.append((list(indices), batch, future))
             indices.clear()
             arrays.clear()
@@ -467,7 +476,7 @@ class Predictor:
                     if parallel == 1:  # answered already: later chunks are pinned to its version
                         collect(*sent.pop())
             if indices:
-                send()
+                send(last=True)
             for entry in sent:
                 collect(*entry)
         finally:

@@ -396,10 +396,10 @@ def test_a_request_id_reaches_the_model_server_log_and_every_json_log_line(tiny_
     import requests
 
     gateway_log = tmp_path / "gateway.log"
-    with GatewayProcess(
-        {"SERVING_GRPC_ADDRESS": tiny_server.grpc_address, "LOG_FORMAT": "json", "CACHE_SIZE": "0"},
-        log_path=gateway_log,
-    ) as gateway:
+    env = {"SERVING_GRPC_ADDRESS": tiny_server.grpc_address, "LOG_FORMAT": "json"}
+    # one image per Predict call, three in flight: calls made by the gateway's call threads
+    env.update(CACHE_SIZE="0", PREDICT_CHUNK_SIZE="1", PREDICT_PARALLEL_CHUNKS="3")
+    with GatewayProcess(env, log_path=gateway_log) as gateway:
         response = requests.post(
             gateway.url + "/predict",
             data=_photo(seed=5),
@@ -408,11 +408,20 @@ def test_a_request_id_reaches_the_model_server_log_and_every_json_log_line(tiny_
         )
         assert response.status_code == 200
         assert response.headers["X-Request-Id"] == "trace-me-123"
-    serving_lines = [
-        line for line in tiny_server.log_path.read_text().splitlines() if "trace-me-123" in line
-    ]
+        batch = requests.post(
+            gateway.url + "/predict_batch",
+            files=[("images", (f"{n}.png", _photo(seed=n))) for n in range(4)],
+            headers={"X-Request-Id": "trace-batch-4"},
+            timeout=30,
+        )
+        assert batch.status_code == 200
+    serving_log = tiny_server.log_path.read_text().splitlines()
+    serving_lines = [line for line in serving_log if "trace-me-123" in line]
     assert len(serving_lines) == 1  # one Predict call for one image
     assert "predict x-request-id=trace-me-123 status=OK" in serving_lines[0]
+    batch_lines = [line for line in serving_log if "x-request-id=trace-batch-4 " in line]
+    assert len(batch_lines) == 4  # four chunks of one image, three of them sent in parallel
+    assert all("predict x-request-id=trace-batch-4 status=OK" in line for line in batch_lines)
     records = [
         json.loads(line) for line in gateway_log.read_text().splitlines() if line.startswith("{")
     ]

@@ -92,12 +92,12 @@ def test_local_models_config_is_models_config_with_a_relative_base_path(tmp_path
 def test_batching_config_parses_with_expected_values():
     proto = text_format.Parse((SERVING / "batching.config").read_text(), BatchingParameters())
     assert proto.max_batch_size.value == 32
-    assert 2000 <= proto.batch_timeout_micros.value <= 5000
+    assert proto.batch_timeout_micros.value == 0
     assert proto.num_batch_threads.value == 2
     assert proto.max_enqueued_batches.value == 8
-    assert list(proto.allowed_batch_sizes) == [1, 2, 4, 8, 16, 32]
+    assert list(proto.allowed_batch_sizes) == []
     options = load_batching(SERVING / "batching.config")
-    assert options == BatchingOptions(32, 4000, 8, 2, (1, 2, 4, 8, 16, 32))
+    assert options == BatchingOptions(32, 0, 8, 2, ())
 
 
 def test_monitoring_config_enables_prometheus_path():

@@ -73,6 +73,7 @@ class GatewayProcess:
         self._log_path = log_path
         self._process: subprocess.Popen | None = None
         self._fixed_port = port
+        self._deadline = 0.0
         self.port = 0
         self.url = ""
 
@@ -91,13 +92,23 @@ class GatewayProcess:
         return [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
 
     def start(self) -> GatewayProcess:
-        """Start the child and wait until it answers.
+        """Start the child and wait until it answers (:meth:`spawn`, then :meth:`wait_ready`).
 
         Returns:
             self.
 
         Raises:
             RuntimeError: the child exited or did not become ready within ``timeout``.
+        """
+        self.spawn()
+        self.wait_ready()
+        return self
+
+    def spawn(self) -> GatewayProcess:
+        """Start the child and return at once (so it can boot while something else starts).
+
+        Returns:
+            self, with ``port`` and ``url`` set.
         """
         self.port = self._fixed_port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -110,8 +121,18 @@ class GatewayProcess:
         finally:
             if output is not subprocess.DEVNULL:
                 output.close()
-        deadline = time.monotonic() + self._timeout
-        while time.monotonic() < deadline:
+        self._deadline = time.monotonic() + self._timeout
+        return self
+
+    def wait_ready(self) -> None:
+        """Poll ``GET /health`` every 50 ms until it is 200 (or any answer without
+        ``require_healthy``), up to ``timeout`` seconds after :meth:`spawn`.
+
+        Raises:
+            RuntimeError: the child exited or did not become ready in time (it is stopped).
+        """
+        assert self._process is not None, "spawn() first"
+        while time.monotonic() < self._deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(
                     f"gateway exited with code {self._process.returncode} "
@@ -119,8 +140,8 @@ class GatewayProcess:
                 )
             status = self._probe()
             if status == 200 or (status is not None and not self._require_healthy):
-                return self
-            time.sleep(0.1)
+                return
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"gateway not ready on {self.url} within {self._timeout} s")
 

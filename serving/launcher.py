@@ -113,6 +113,7 @@ class ModelServerProcess:
         self.rest_url = f"http://127.0.0.1:{self.rest_port}" if rest else None
         self.process: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
+        self._started = 0.0
         self._log = None
 
     def __enter__(self) -> ModelServerProcess:
@@ -123,12 +124,17 @@ class ModelServerProcess:
         self.stop()
 
     def start(self) -> None:
-        """Spawn the server and wait until it is ready.
+        """Spawn the server and wait until it is ready (:meth:`spawn`, then :meth:`wait_ready`).
 
         Raises:
             ServerStartError: it exited or timed out (the process is stopped; the message ends
                 with the log's last lines).
         """
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start ``python -m serving`` and return at once (TensorFlow loads in the child)."""
         command = [
             sys.executable,
             "-m",
@@ -140,16 +146,23 @@ class ModelServerProcess:
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
-        started = time.monotonic()
+        self._started = time.monotonic()
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
         )
+
+    def wait_ready(self) -> None:
+        """Wait until the model is AVAILABLE, up to ``start_timeout`` seconds after :meth:`spawn`.
+
+        Raises:
+            ServerStartError: it exited or timed out (the process is stopped).
+        """
         try:
-            self._wait_ready(started + self.start_timeout)
+            self._wait_ready(self._started + self.start_timeout)
         except ServerStartError:
             self.stop()
             raise
-        self.startup_seconds = time.monotonic() - started
+        self.startup_seconds = time.monotonic() - self._started
 
     def _wait_ready(self, deadline: float) -> None:
         channel = grpc.insecure_channel(self.grpc_address, options=PROBE_CHANNEL_OPTIONS)

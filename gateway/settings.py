@@ -94,9 +94,9 @@ class Settings:
     )
     predict_parallel_chunks: int = _env(
         "PREDICT_PARALLEL_CHUNKS",
-        "most Predict calls of one request in flight at once (1: each chunk waits for the "
-        "previous one's answer)",
-        1,
+        "most Predict calls of one request in flight at once, so the model server can run a "
+        "request's chunks on two cores (1: each chunk waits for the previous one's answer)",
+        2,
     )
     top_k: int = _env("TOP_K", "default length of the top_k list (query top_k overrides)", 3)
     api_key: str | None = _env(

@@ -72,6 +72,12 @@ def test_make_serve_listens_on_the_three_ports_from_the_environment(tmp_path):
         )
         assert answer.status_code == 200, answer.text
         assert answer.json()["prediction"]["label"]
+        # make serve tells the user where the gateway is; the gateway may answer a moment before
+        # the launcher's own readiness poll prints that line
+        banner = f"gateway healthy on http://127.0.0.1:{ports['GATEWAY_PORT']}"
+        deadline = time.monotonic() + 30
+        while banner not in (tmp_path / "serve.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -80,7 +86,8 @@ def test_make_serve_listens_on_the_three_ports_from_the_environment(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     log = (tmp_path / "serve.log").read_text()
-    assert f":{ports['GATEWAY_PORT']}" in log
+    assert f"gateway healthy on http://127.0.0.1:{ports['GATEWAY_PORT']}" in log
+    assert f"model server ready on 127.0.0.1:{ports['GRPC_PORT']}" in log
 
 
 @pytest.mark.unit

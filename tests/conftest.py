@@ -35,7 +35,7 @@ TIER_OF_FILE = {
     "test_deploy_k8s.py": "integration",
     "test_export.py": "integration",
     "test_export_abstain.py": "integration",
-    "test_gateway_abstain.py": "integration",
+    "test_gateway_abstain.py": "e2e",
     "test_gateway_faults.py": "integration",
     "test_gateway_image.py": "integration",
     "test_gateway_release.py": "e2e",

@@ -187,7 +187,7 @@ def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-@pytest.mark.integration
+@pytest.mark.e2e
 def test_abstained_photos_go_to_uncertain_with_their_reasons(gateways, dirs):
     _place(dirs, list(am.COLOURS))
     result, table, summary = _run(dirs, gateways["rule"])
@@ -219,7 +219,7 @@ def test_abstained_photos_go_to_uncertain_with_their_reasons(gateways, dirs):
         ]
 
 
-@pytest.mark.integration
+@pytest.mark.e2e
 def test_min_confidence_replaces_the_versions_rule(gateways, dirs):
     _place(dirs, ["red", "blue", "yellow"])
     result, table, summary = _run(dirs, gateways["rule"], min_confidence=0.45)
@@ -230,7 +230,7 @@ def test_min_confidence_replaces_the_versions_rule(gateways, dirs):
     assert "--min-confidence" in summary["uncertain_rule"] and "0.45" in summary["uncertain_rule"]
 
 
-@pytest.mark.integration
+@pytest.mark.e2e
 def test_a_version_without_a_rule_files_top1_from_half(gateways, dirs):
     colours = list(am.COLOURS)
     _place(dirs, colours)

@@ -27,7 +27,7 @@ from support.model_config import pinned_server_args
 from gateway.launcher import GatewayProcess
 from serving.launcher import ModelServerProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 MODEL_BASE = Path(os.environ.get("FASHION_TEST_MODEL_BASE", ROOT / "models" / "fashion"))
 DATA = DATA_DIR

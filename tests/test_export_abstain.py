@@ -242,6 +242,7 @@ def _predict(stub, version: int, batch: np.ndarray):
     return stub.Predict(request, timeout=60)
 
 
+@pytest.mark.e2e
 def test_local_server_serves_version_1_unchanged_next_to_a_rule_version(version, tmp_path):
     base = tmp_path / "fashion"
     shutil.copytree(RELEASE_V1, base / "1")

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from support.oriented_model import LABELS, photos
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -186,6 +186,7 @@ def test_a_new_rule_version_is_read_before_its_first_answer(tmp_path):
     assert _pick(after.json["prediction"]) == _expected_json("blue")
 
 
+@pytest.mark.unit
 def test_classify_rows_adds_the_decision_only_with_rule_outputs():
     probabilities = np.array([[0.7, 0.3], [0.45, 0.55]], np.float32)
     classes = np.array([[b"hat", b"dress"]] * 2, dtype=object)
@@ -220,6 +221,7 @@ def _signature(outputs: dict[str, int]) -> object:
     return signature
 
 
+@pytest.mark.unit
 def test_signature_with_some_rule_outputs_is_refused_and_all_or_none_accepted():
     t = protos.types_pb2
     plain = {"probabilities": t.DT_FLOAT, "classes": t.DT_STRING}

@@ -228,6 +228,7 @@ def test_livez_is_200_while_serving_is_down_and_health_is_503(tmp_path):
         gateway.stop()
 
 
+@pytest.mark.e2e
 def test_sigterm_finishes_the_request_in_flight_serves_no_new_ones_and_exits_0(
     tiny_model_base, tmp_path
 ):

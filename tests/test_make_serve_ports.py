@@ -21,7 +21,7 @@ from devtools.local import serve_ports
 from serving.launcher import free_port
 from serving_api import protos
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 
 def _wait_for(url: str, process: subprocess.Popen, timeout: float = 120.0) -> requests.Response:

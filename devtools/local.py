@@ -35,8 +35,12 @@ DATASET_REPO = "https://github.com/alexeygrigorev/clothing-dataset-small"
 MODEL_NAME = "fashion"
 
 
+_TAG = ["make run"]
+"""Which make target's lines these are (``make serve`` sets it to "make serve")."""
+
+
 def _say(message: str) -> None:
-    print(f"[make run] {message}", flush=True)
+    print(f"[{_TAG[0]}] {message}", flush=True)
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -255,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
 
     if args.serve:
+        _TAG[0] = "make serve"
         try:
             ports = serve_ports(os.environ)
         except ValueError as exc:

@@ -109,7 +109,7 @@ per model call leaves the other core to image decoding: measured here, the night
 180 to 203 images/s and ``/predict`` p50 from 14.7 to 12.2 ms (TF's idle intra-op threads spin on
 both cores otherwise). Parallel calls still use both cores (two batch threads). Batching is the
 production file's (``serving/batching.config``, no timeout): concurrent ``/predict`` calls merge
-into one model run (measured: concurrency 8 from ~80 to ~95 requests/s), a lone call runs at once.
+into one model run (see serving/batching.config for the measurement), a lone call runs at once.
 """
 
 

@@ -45,8 +45,7 @@ wsgi_app = "gateway.app:create_app()"
 bind = os.environ.get("GATEWAY_BIND", "0.0.0.0:8080")
 worker_class = "gthread"
 # One process of 8 threads by default: the work is in Pillow and gRPC, which release the GIL, and
-# each extra process costs ~70 MB. Measured on 2 cores (bench/, issue 12): 1 x 8 against 2 x 4,
-# resident memory -130 MB with the same /predict throughput at concurrency 8. Raise
+# each extra process costs ~50 MB PSS (a worker after a prediction, measured here). Raise
 # GUNICORN_WORKERS on hosts with more cores.
 workers = _positive_int("GUNICORN_WORKERS", 1)
 threads = _positive_int("GUNICORN_THREADS", 8)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import chi2_contingency
+from scipy.special import chdtrc
 
 UNCERTAIN = "_uncertain"
 """Cell of the category mix for photos filed under ``_uncertain`` (whatever the reason)."""
@@ -296,8 +296,14 @@ def homogeneity_p(
             a, e = np.append(a, pooled_a), np.append(e, pooled_e)
     if a.size < 2 or a.sum() <= 0 or e.sum() <= 0:
         return 1.0
-    result = chi2_contingency(np.vstack([a, e]), correction=False)
-    return float(result.pvalue)
+    # Pearson's statistic of the 2 x K table against the counts expected under one distribution
+    # (row total x column total / grand total), K - 1 degrees of freedom, no continuity
+    # correction: the same figure as scipy.stats.chi2_contingency(table, correction=False), whose
+    # import alone cost the job 0.5-0.8 s a night; scipy.special's survival function is enough.
+    table = np.vstack([a, e])
+    expected_counts = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    statistic = float(((table - expected_counts) ** 2 / expected_counts).sum())
+    return float(chdtrc(a.size - 1, statistic))
 
 
 def compare_counts(

@@ -174,7 +174,9 @@ class ServingClient:
             spec.version_label = selector.label
         return spec
 
-    def _call(self, method: str, rpc: Callable, request: object) -> object:
+    def _call(
+        self, method: str, rpc: Callable, request: object, selector: VersionSelector = LATEST
+    ) -> object:
         start = time.perf_counter()
         status = "OK"
         request_id = request_ids.current()
@@ -183,10 +185,32 @@ class ServingClient:
             return rpc(request, timeout=self.settings.deadline_seconds, metadata=metadata)
         except grpc.RpcError as exc:
             status = exc.code().name if exc.code() else "UNKNOWN"
-            raise self._map_error(method, exc) from None
+            error = self._map_error(method, exc)
         finally:
             if self._on_call is not None:
                 self._on_call(method, time.perf_counter() - start, status)
+        if error.code == ErrorCode.NOT_FOUND and selector.version is not None:
+            error = self._version_not_served(selector.version, error)
+        raise error
+
+    def _version_not_served(self, version: int, error: GatewayError) -> GatewayError:
+        """A NOT_FOUND for a pinned version, told which versions are AVAILABLE (GetModelStatus).
+
+        A caller who pinned a version the server does not serve can only guess another one
+        otherwise. If the status cannot be read (e.g. the model itself is unknown), ``error`` is
+        returned unchanged.
+        """
+        try:
+            statuses = self.get_status()
+        except GatewayError:
+            return error
+        available = sorted(s.version for s in statuses if s.state == AVAILABLE)
+        served = ", ".join(str(v) for v in available) or "none"
+        return GatewayError(
+            ErrorCode.NOT_FOUND,
+            f"model {self.settings.model_name!r} has no available version {version}; "
+            f"available versions: {served}",
+        )
 
     def _map_error(self, method: str, exc: grpc.RpcError) -> GatewayError:
         """gRPC status -> public error. Codes as TF Serving returns them (server_core.cc)."""
@@ -232,15 +256,16 @@ class ServingClient:
 
         Raises:
             GatewayError: ``serving_unavailable`` (503), ``deadline_exceeded`` (504),
-                ``not_found`` (404) or ``serving_error`` (502, also for a response whose tensors
-                do not convert).
+                ``not_found`` (404; for a pinned version the message lists the AVAILABLE
+                versions) or ``serving_error`` (502, also for a response whose tensors do not
+                convert).
         """
         request = protos.predict_pb2.PredictRequest(
             model_spec=self._model_spec(selector, signature=True), output_filter=list(output_filter)
         )
         for key, array in inputs.items():
             request.inputs[key].CopyFrom(to_tensor_proto(array))
-        response = self._call("Predict", self._prediction.Predict, request)
+        response = self._call("Predict", self._prediction.Predict, request, selector)
         try:
             outputs = {key: to_ndarray(tensor) for key, tensor in response.outputs.items()}
         except (TensorConversionError, ValueError) as exc:  # bad dtype, content size mismatch
@@ -269,7 +294,9 @@ class ServingClient:
         request = protos.get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=self._model_spec(selector, signature=False), metadata_field=["signature_def"]
         )
-        response = self._call("GetModelMetadata", self._prediction.GetModelMetadata, request)
+        response = self._call(
+            "GetModelMetadata", self._prediction.GetModelMetadata, request, selector
+        )
         signature_map = protos.get_model_metadata_pb2.SignatureDefMap()
         if not response.metadata["signature_def"].Unpack(signature_map):
             raise GatewayError(

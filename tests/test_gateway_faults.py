@@ -41,9 +41,12 @@ class FakeServing(
         predict_error: (code, message) every later Predict call fails with.
         predict_calls: Predict calls received.
         mangle: called with each Predict response before it is sent (malformed answers).
+        versions: the versions served; a call pinned to another is NOT_FOUND as TF Serving says
+            it, and GetModelStatus lists these (none: the model is unknown).
     """
 
     def __init__(self) -> None:
+        self.versions: tuple[int, ...] = (1,)
         self.predict_delay = 0.0
         self.unavailable_first = 0
         self.predict_error: tuple[grpc.StatusCode, str] | None = None
@@ -51,7 +54,16 @@ class FakeServing(
         self.mangle = None
         self._lock = threading.Lock()
 
+    def _check_version(self, request, context) -> None:
+        spec = request.model_spec
+        if spec.HasField("version") and spec.version.value not in self.versions:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"Servable not found for request: Specific({spec.name}, {spec.version.value})",
+            )
+
     def GetModelMetadata(self, request, context):  # noqa: N802
+        self._check_version(request, context)
         types = protos.types_pb2
         signature = protos.meta_graph_pb2.SignatureDef()
         signature.inputs["pixels"].CopyFrom(_tensor_info(types.DT_UINT8, [-1, 8, 8, 3]))
@@ -66,13 +78,20 @@ class FakeServing(
         return response
 
     def GetModelStatus(self, request, context):  # noqa: N802
+        if not self.versions:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"Could not find any versions of model {request.model_spec.name}",
+            )
         response = protos.get_model_status_pb2.GetModelStatusResponse()
-        status = response.model_version_status.add()
-        status.version = 1
-        status.state = protos.get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        for version in self.versions:
+            status = response.model_version_status.add()
+            status.version = version
+            status.state = protos.get_model_status_pb2.ModelVersionStatus.AVAILABLE
         return response
 
     def Predict(self, request, context):  # noqa: N802
+        self._check_version(request, context)
         with self._lock:
             self.predict_calls += 1
             flaky = self.predict_calls <= self.unavailable_first
@@ -236,6 +255,30 @@ def test_unknown_version_label_is_404(fake):
     assert response.json["error"] == {
         "code": "not_found",
         "message": "Unrecognized servable version label: canary",
+    }
+
+
+def test_a_version_not_served_is_404_listing_the_available_versions(fake):
+    fake.versions = (1, 3)
+    client = _client(fake.address)
+    for response in (_post(client, version=7), client.get("/classes?version=7")):
+        assert response.status_code == 404
+        assert response.json["error"] == {
+            "code": "not_found",
+            "message": "model 'fashion' has no available version 7; available versions: 1, 3",
+        }
+    assert fake.predict_calls == 0  # refused at GetModelMetadata, before any image is sent
+    assert _post(client, version=3).status_code == 200
+
+
+def test_a_version_of_an_unknown_model_keeps_the_servers_message(fake):
+    fake.versions = ()
+    response = _post(_client(fake.address), version=7)
+    assert response.status_code == 404
+    assert response.json["error"] == {
+        "code": "not_found",
+        "message": "model or version not found: Servable not found for request: "
+        "Specific(fashion, 7)",
     }
 
 

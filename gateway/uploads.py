@@ -64,7 +64,8 @@ def query_options(request: Request, settings: Settings) -> QueryOptions:
         GatewayError: ``invalid_parameter`` (400) for a ``top_k`` that is not an integer in
             1..10**18-1 (larger than the class count lists every class), a version that is not an
             integer in 0..10**18-1, a label outside ``[A-Za-z0-9_.-]{1,64}``, or both a
-            version and a label (TF Serving's ModelSpec takes one of them).
+            version and a label (TF Serving's ModelSpec takes one of them). The messages state
+            the bounds in words, not as the 18-digit ceiling.
     """
     args = request.args
     top_k = _int_param(
@@ -72,9 +73,16 @@ def query_options(request: Request, settings: Settings) -> QueryOptions:
         "top_k",
         minimum=1,
         default=settings.top_k,
-        note=" (values above the number of classes list every class)",
+        expected="a whole number from 1 to the number of classes (larger values, up to 18 digits, "
+        "list every class)",
     )
-    version = _int_param(args.get("version"), "version", minimum=0, default=None)
+    version = _int_param(
+        args.get("version"),
+        "version",
+        minimum=0,
+        default=None,
+        expected="a non-negative whole number (a model version, up to 18 digits)",
+    )
     label = args.get("version_label")
     if label is not None and not _LABEL.match(label):
         raise GatewayError(
@@ -89,15 +97,15 @@ _MAX_DIGITS = 18  # every accepted value fits TF Serving's int64 version numbers
 
 
 def _int_param(
-    raw: str | None, name: str, *, minimum: int, default: int | None, note: str = ""
+    raw: str | None, name: str, *, minimum: int, default: int | None, expected: str
 ) -> int | None:
+    """``raw`` as an int of at most ``_MAX_DIGITS`` digits and at least ``minimum``; ``expected``
+    words the accepted values for the message (the 18-digit ceiling means nothing to a caller)."""
     if raw is None:
         return default
     if not re.fullmatch(rf"\d{{1,{_MAX_DIGITS}}}", raw.strip()) or int(raw) < minimum:
         raise GatewayError(
-            ErrorCode.INVALID_PARAMETER,
-            f"{name} must be an integer from {minimum} to {'9' * _MAX_DIGITS}"
-            f"{note}, got {raw[:40]!r}",
+            ErrorCode.INVALID_PARAMETER, f"{name} must be {expected}, got {raw[:40]!r}"
         )
     return int(raw)
 

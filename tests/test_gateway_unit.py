@@ -321,17 +321,34 @@ def test_a_text_field_named_image_is_told_to_be_a_file(closed_address):
         )
 
 
-def test_top_k_message_states_both_bounds(closed_address):
-    client = _client(closed_address)
-    for raw in ("0", "1" * 19, "x"):
-        response = client.post(
-            "/predict", data=b"x", content_type="image/png", query_string={"top_k": raw}
-        )
-        assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_parameter")
-        assert response.json["error"]["message"].startswith(
-            "top_k must be an integer from 1 to 999999999999999999 (values above the number "
-            "of classes list every class)"
-        )
+TOP_K_RULE = (
+    "top_k must be a whole number from 1 to the number of classes (larger values, up to 18 "
+    "digits, list every class), got "
+)
+VERSION_RULE = (
+    "version must be a non-negative whole number (a model version, up to 18 digits), got "
+)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"top_k": "0"}, TOP_K_RULE + "'0'"),
+        ({"top_k": "-3"}, TOP_K_RULE + "'-3'"),
+        ({"top_k": "x"}, TOP_K_RULE + "'x'"),
+        ({"top_k": "1" * 19}, TOP_K_RULE + "'1111111111111111111'"),
+        ({"version": "-1"}, VERSION_RULE + "'-1'"),
+        ({"version": "1.5"}, VERSION_RULE + "'1.5'"),
+        ({"version": "v2"}, VERSION_RULE + "'v2'"),
+        ({"version": "1" * 19}, VERSION_RULE + "'1111111111111111111'"),
+    ],
+)
+def test_top_k_and_version_messages_state_their_bounds_in_words(closed_address, query, message):
+    response = _client(closed_address).post(
+        "/predict", data=b"x", content_type="image/png", query_string=query
+    )
+    assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_parameter")
+    assert response.json["error"]["message"] == message
 
 
 def test_api_key_guards_everything_but_health_livez_and_metrics(closed_address):

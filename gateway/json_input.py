@@ -60,10 +60,31 @@ def _load(body: bytes) -> object:
         raise GatewayError(ErrorCode.INVALID_PARAMETER, "the body is not valid JSON") from None
 
 
+def _json_type(value: object) -> str:
+    """The JSON type of a parsed value, with its article: ``a string``, ``an array`` ..."""
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), "null")
+
+
 def _b64_of(item: object, where: str) -> object:
-    if not isinstance(item, dict) or "b64" not in item:
+    """The ``b64`` value of ``item``, which must be an object ``{"b64": ...}``.
+
+    Raises:
+        GatewayError: ``invalid_parameter`` (400) ``item`` is another JSON type (a bare base64
+            string, a number, an array ...), naming ``where`` and the type sent;
+            ``missing_field`` (400) ``item`` is null or an object without ``b64``.
+    """
+    if item is not None and not isinstance(item, dict):
         raise GatewayError(
-            ErrorCode.MISSING_FIELD, f'{where} must be an object {{"b64": "<base64>"}}'
+            ErrorCode.INVALID_PARAMETER,
+            f'{where} must be an object {{"b64": "<base64 image>"}}, got {_json_type(item)}',
+        )
+    if item is None or "b64" not in item:
+        raise GatewayError(
+            ErrorCode.MISSING_FIELD, f'{where} must be an object {{"b64": "<base64 image>"}}'
         )
     return item["b64"]
 
@@ -78,8 +99,9 @@ def single_image(body: bytes) -> bytes:
         The image bytes.
 
     Raises:
-        GatewayError: ``invalid_parameter`` (400) not JSON; ``missing_field`` (400) no
-            ``image.b64``; ``invalid_base64`` (400).
+        GatewayError: ``invalid_parameter`` (400) not JSON, or ``image`` is not an object
+            (e.g. a bare string or a number); ``missing_field`` (400) no ``image`` (or null) or
+            no ``image.b64``; ``invalid_base64`` (400).
     """
     doc = _load(body)
     if not isinstance(doc, dict) or "image" not in doc:
@@ -98,8 +120,9 @@ def batch_images(body: bytes, *, max_images: int) -> list[bytes]:
         The image bytes in input order.
 
     Raises:
-        GatewayError: ``invalid_parameter`` (400) not JSON or ``instances`` not a list;
-            ``missing_field`` (400) no or empty ``instances`` or an instance without ``b64``;
+        GatewayError: ``invalid_parameter`` (400) not JSON, ``instances`` not a list or an
+            instance that is not an object; ``missing_field`` (400) no or empty ``instances``
+            or an instance without ``b64``;
             ``too_many_images`` (413) over ``max_images`` (before decoding any);
             ``invalid_base64`` (400) naming the first bad index.
     """

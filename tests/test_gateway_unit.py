@@ -351,6 +351,54 @@ def test_top_k_and_version_messages_state_their_bounds_in_words(closed_address, 
     assert response.json["error"]["message"] == message
 
 
+OBJECT = 'must be an object {"b64": "<base64 image>"}'
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "error"),
+    [
+        # present but of the wrong JSON type: invalid_parameter naming the field and the type
+        ("/predict", {"image": 12}, 400, ("invalid_parameter", f"image {OBJECT}, got a number")),
+        ("/predict", {"image": 1.5}, 400, ("invalid_parameter", f"image {OBJECT}, got a number")),
+        (
+            "/predict",
+            {"image": ["aGk="]},
+            400,
+            ("invalid_parameter", f"image {OBJECT}, got an array"),
+        ),
+        (
+            "/predict",
+            {"image": "aGk="},
+            400,
+            ("invalid_parameter", f"image {OBJECT}, got a string"),
+        ),
+        ("/predict", {"image": True}, 400, ("invalid_parameter", f"image {OBJECT}, got a boolean")),
+        (
+            "/predict_batch",
+            {"instances": [{"b64": "aGk="}, "aGk="]},
+            400,
+            ("invalid_parameter", f"instances[1] {OBJECT}, got a string"),
+        ),
+        # truly absent (or null): still missing_field
+        ("/predict", {}, 400, ("missing_field", 'send {"image": {"b64": "<base64 image>"}}')),
+        ("/predict", {"image": None}, 400, ("missing_field", f"image {OBJECT}")),
+        ("/predict", {"image": {}}, 400, ("missing_field", f"image {OBJECT}")),
+        (
+            "/predict_batch",
+            {"instances": [{"b64": "aGk="}, {"data": "aGk="}]},
+            400,
+            ("missing_field", f"instances[1] {OBJECT}"),
+        ),
+    ],
+)
+def test_json_image_of_the_wrong_type_is_invalid_parameter_not_missing(
+    closed_address, path, body, status, error
+):
+    response = _client(closed_address).post(path, json=body)
+    assert response.status_code == status
+    assert response.json["error"] == {"code": error[0], "message": error[1]}
+
+
 def test_api_key_guards_everything_but_health_livez_and_metrics(closed_address):
     client = _client(closed_address, api_key="s3cret")
     refused = client.get("/openapi.json")

@@ -110,7 +110,7 @@ def test_json_input_errors_have_exact_codes(tiny_server):
         ("/predict", {"image": {"b64": "abcde"}}, 400, "invalid_base64", "image.b64"),
         ("/predict", {"image": {"b64": "ab=cd"}}, 400, "invalid_base64", "image.b64"),
         ("/predict", {"image": {"b64": 12}}, 400, "invalid_base64", "image.b64"),
-        ("/predict", {"image": "abcd"}, 400, "missing_field", "image"),
+        ("/predict", {"image": "abcd"}, 400, "invalid_parameter", "got a string"),
         ("/predict", {"picture": {"b64": good}}, 400, "missing_field", '"image"'),
         (
             "/predict_batch",

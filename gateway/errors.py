@@ -3,7 +3,8 @@
 Every failure leaves the gateway as ``{"error": {"code": ..., "message": ...}}`` with the HTTP
 status of its code (table in docs/CONTRACTS.md section 4): a :class:`GatewayError` raised anywhere,
 a :class:`preprocessing.ImageError` from decoding, a werkzeug HTTP error (unknown route, wrong
-method, body over ``MAX_CONTENT_LENGTH``) or an unexpected exception (500, logged with traceback).
+method, body over ``MAX_CONTENT_LENGTH``, answered with the limit and its setting
+``MAX_BODY_BYTES``) or an unexpected exception (500, logged with traceback).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from preprocessing import ImageError
@@ -130,6 +131,39 @@ def from_image_error(exc: ImageError) -> GatewayError:
     return GatewayError(code, str(exc))
 
 
+BODY_LIMIT_SETTING = "MAX_BODY_BYTES"
+"""The setting (environment variable) that bounds a request body; named in 413 messages."""
+
+
+def _bytes_in_words(count: int) -> str:
+    if count >= 1 << 20:
+        return f"{count} bytes = {count / (1 << 20):.3g} MiB"
+    if count >= 1 << 10:
+        return f"{count} bytes = {count / (1 << 10):.3g} KiB"
+    return f"{count} bytes"
+
+
+def body_too_large(
+    limit: int, size: int | None = None, what: str = "the request body"
+) -> GatewayError:
+    """The 413 ``payload_too_large`` error for a body over ``MAX_BODY_BYTES``.
+
+    Args:
+        limit: the limit in bytes (``MAX_BODY_BYTES``).
+        size: the body's size in bytes, when known (a declared ``Content-Length``).
+        what: what is too large, e.g. ``the images``.
+
+    Returns:
+        The error; its message states the limit in bytes and MiB (or KiB) and names the setting.
+    """
+    sent = f" ({size} bytes)" if size is not None else ""
+    return GatewayError(
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"{what}{sent} is over the limit of {_bytes_in_words(limit)} "
+        f"(the gateway's {BODY_LIMIT_SETTING} setting)",
+    )
+
+
 def from_http_exception(exc: HTTPException) -> GatewayError:
     """Map a werkzeug HTTP error (404 route, 405 method, 413 body ...) to a GatewayError.
 
@@ -178,7 +212,24 @@ def register(app: Flask, on_error: Callable[[GatewayError], None] | None = None)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        return respond(from_http_exception(exc))
+        error = from_http_exception(exc)
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        if error.status == 413 and limit is not None:
+            # werkzeug's 413 says only "exceeds the capacity limit"; say which limit. A declared
+            # length within it means a multipart form limit fired instead (parts, text fields);
+            # without a declared length (chunked) the body limit is the one a caller meets.
+            size = request.content_length
+            if size is None or size > limit:
+                error = body_too_large(limit, size)
+            else:
+                error = GatewayError(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"the multipart form is over its limits: at most "
+                    f"{app.config['MAX_FORM_PARTS']} parts and "
+                    f"{app.config['MAX_FORM_MEMORY_SIZE']} bytes per text field; send images "
+                    "as file parts",
+                )
+        return respond(error)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -19,7 +19,7 @@ from flask import Request
 from werkzeug.exceptions import ClientDisconnected
 
 from gateway import json_input
-from gateway.errors import ErrorCode, GatewayError
+from gateway.errors import ErrorCode, GatewayError, body_too_large
 from gateway.serving_client import VersionSelector
 from gateway.settings import Settings
 
@@ -148,10 +148,7 @@ def _raw_body(request: Request, settings: Settings) -> bytes:
 
 def _check_size(data: bytes, settings: Settings) -> bytes:
     if len(data) > settings.max_body_bytes:
-        raise GatewayError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"the body is over the limit of {settings.max_body_bytes} bytes",
-        )
+        raise body_too_large(settings.max_body_bytes)
     return data
 
 
@@ -240,8 +237,5 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
         )
     uploads = [Upload(f.filename, f.read()) for f in files]
     if sum(len(u.data) for u in uploads) > settings.max_body_bytes:
-        raise GatewayError(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"the images are over the limit of {settings.max_body_bytes} bytes",
-        )
+        raise body_too_large(settings.max_body_bytes, what="the images")
     return uploads

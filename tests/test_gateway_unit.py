@@ -311,6 +311,60 @@ def test_a_chunked_raw_body_over_the_limit_is_413_through_the_app(closed_address
         assert (response.status_code, response.json["error"]["code"]) == (413, "payload_too_large")
 
 
+def test_a_body_over_the_limit_is_told_the_limit_and_its_setting(closed_address):
+    client = _client(closed_address, max_body_bytes=1000)
+    declared = client.post("/predict", data=b"\0" * 1001, content_type="image/jpeg")
+    multipart = client.post(
+        "/predict",
+        data={"image": (io.BytesIO(b"\0" * 1001), "big.jpg")},
+        content_type="multipart/form-data",
+    )
+    chunked = client.open(Request(_chunked_environ(b"\0" * 1001)))
+    for response, size in (
+        (declared, " (1001 bytes)"),
+        (multipart, f" ({multipart.request.content_length} bytes)"),
+        (chunked, ""),  # no Content-Length: read up to the limit, size unknown
+    ):
+        assert response.status_code == 413
+        assert response.json["error"] == {
+            "code": "payload_too_large",
+            "message": f"the request body{size} is over the limit of 1000 bytes "
+            "(the gateway's MAX_BODY_BYTES setting)",
+        }
+    # the default limit, from a declared length alone (werkzeug refuses before reading)
+    environ = EnvironBuilder(
+        path="/predict", method="POST", data=b"x", content_type="image/jpeg"
+    ).get_environ()
+    environ["CONTENT_LENGTH"] = str(40_000_000)
+    response = _client(closed_address).open(Request(environ))
+    assert response.status_code == 413
+    assert response.json["error"] == {
+        "code": "payload_too_large",
+        "message": "the request body (40000000 bytes) is over the limit of 33554432 bytes = "
+        "32 MiB (the gateway's MAX_BODY_BYTES setting)",
+    }
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {f"f{i}": "x" for i in range(1001)},  # over MAX_FORM_PARTS (1000)
+        {"image": "x" * 500_001},  # a text field over Flask's MAX_FORM_MEMORY_SIZE
+    ],
+    ids=["parts", "text-field"],
+)
+def test_a_form_limit_within_the_body_limit_is_not_blamed_on_the_body(closed_address, fields):
+    response = _client(closed_address).post(
+        "/predict", data=fields, content_type="multipart/form-data"
+    )
+    assert response.status_code == 413
+    assert response.json["error"] == {
+        "code": "payload_too_large",
+        "message": "the multipart form is over its limits: at most 1000 parts and 500000 bytes "
+        "per text field; send images as file parts",
+    }
+
+
 def test_a_text_field_named_image_is_told_to_be_a_file(closed_address):
     client = _client(closed_address)
     for path, field in (("/predict", "image"), ("/predict_batch", "images")):

@@ -16,7 +16,7 @@ from enum import StrEnum
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from preprocessing import ImageError
+from preprocessing import ImageError, ImageTooLargeError
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,14 @@ class GatewayError(Exception):
         return f"GatewayError({self.code!r}, {self.message!r}, {self.status})"
 
 
+BODY_LIMIT_SETTING = "MAX_BODY_BYTES"
+"""The setting (environment variable) that bounds a request body; named in 413 messages."""
+
+
+IMAGE_LIMIT_SETTING = "MAX_IMAGE_PIXELS"
+"""The setting that bounds an image's declared width * height; named in image_too_large messages."""
+
+
 def from_image_error(exc: ImageError) -> GatewayError:
     """Map a preprocessing failure to its public error (same code, status from the table).
 
@@ -125,14 +133,14 @@ def from_image_error(exc: ImageError) -> GatewayError:
         exc: raised by ``preprocessing.decode`` / ``open_image``.
 
     Returns:
-        The GatewayError; unknown ImageError subclasses become ``corrupt_image`` (400).
+        The GatewayError; unknown ImageError subclasses become ``corrupt_image`` (400). An image
+        over the pixel limit the gateway passed (``MAX_IMAGE_PIXELS``) has that setting named.
     """
     code = ErrorCode(exc.code) if exc.code in STATUS_BY_CODE else ErrorCode.CORRUPT_IMAGE
-    return GatewayError(code, str(exc))
-
-
-BODY_LIMIT_SETTING = "MAX_BODY_BYTES"
-"""The setting (environment variable) that bounds a request body; named in 413 messages."""
+    message = str(exc)
+    if isinstance(exc, ImageTooLargeError) and exc.limit is not None:
+        message = f"{message} (the gateway's {IMAGE_LIMIT_SETTING} setting)"
+    return GatewayError(code, message)
 
 
 def _bytes_in_words(count: int) -> str:

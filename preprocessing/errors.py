@@ -52,6 +52,23 @@ class UnsupportedFormatError(ImageError):
 
 
 class ImageTooLargeError(ImageError):
-    """The header declares more pixels than the configured limit (checked before decoding)."""
+    """The header declares more pixels than the configured limit (checked before decoding).
+
+    Attributes:
+        size: ``(width, height)`` the header declares, in pixels; None if it could not be read.
+        limit: the caller's ``max_pixels`` when that is the limit exceeded; None when Pillow's
+            own decompression-bomb ceiling refused an image the caller's limit allowed.
+    """
 
     code = "image_too_large"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        size: tuple[int, int] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit

@@ -106,9 +106,7 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(
-            f"image declares more pixels than Pillow's hard limit of {2 * Image.MAX_IMAGE_PIXELS}"
-        ) from exc
+        raise _over_pillows_ceiling(data, max_pixels) from exc
     except UnidentifiedImageError as exc:
         fmt = _sniff_unreadable(data)
         if fmt:
@@ -121,9 +119,52 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
         raise CorruptImageError(f"the image declares an empty size {width}x{height}")
     if width * height > max_pixels:
         raise ImageTooLargeError(
-            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+            f"image is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{max_pixels} pixels",
+            size=(width, height),
+            limit=max_pixels,
         )
     return image
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` an image header declares, read without ``Image.open``'s bomb check.
+
+    Only called after that check refused the file, to tell the caller how large it is: the
+    plugin that accepts the first 16 bytes (as ``Image.open`` picks it) parses the header alone.
+    None if no plugin reads it.
+    """
+    prefix = data[:16]
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        accepted = not accept or accept(prefix)
+        if isinstance(accepted, str) or not accepted:
+            continue
+        try:
+            return factory(io.BytesIO(data)).size
+        except Exception:  # a header this plugin cannot parse: the size stays unknown
+            continue
+    return None
+
+
+def _over_pillows_ceiling(data: bytes, max_pixels: int) -> ImageTooLargeError:
+    """The error for an image Pillow refused as a decompression bomb (over ~179 MP).
+
+    The caller's ``max_pixels`` is the limit quoted when it is lower than Pillow's ceiling (the
+    usual case); Pillow's ceiling only when the caller allowed more than Pillow does.
+    """
+    ceiling = 2 * Image.MAX_IMAGE_PIXELS
+    size = _declared_size(data)
+    declared = f"is {size[0]}x{size[1]} = {size[0] * size[1]} pixels" if size else None
+    if max_pixels < ceiling:
+        declared = declared or f"declares more than {ceiling} pixels"
+        return ImageTooLargeError(
+            f"image {declared}, over the limit of {max_pixels} pixels", size=size, limit=max_pixels
+        )
+    declared = f"{declared}, over" if declared else "declares more pixels than"
+    return ImageTooLargeError(
+        f"image {declared} Pillow's hard limit of {ceiling} pixels", size=size
+    )
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

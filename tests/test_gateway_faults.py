@@ -7,7 +7,9 @@ the happy path is tested against the real local model server in test_gateway_inp
 from __future__ import annotations
 
 import io
+import struct
 import threading
+import zlib
 from concurrent import futures
 
 import grpc
@@ -293,6 +295,49 @@ def test_serving_stopped_is_503_everywhere_with_retry_after(fake):
     info = client.get("/")
     assert info.status_code == 200
     assert info.json["serving"]["available"] is False
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels and holds none (a few dozen bytes)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_an_image_over_the_pixel_limit_cites_the_gateways_setting_and_its_size(fake):
+    setting = "(the gateway's MAX_IMAGE_PIXELS setting)"
+    huge = _png_header(50_000, 50_000)  # over Pillow's own ~179 MP ceiling as well
+    response = _client(fake.address).post("/predict", data=huge, content_type="image/png")
+    assert response.status_code == 413
+    assert response.json["error"] == {
+        "code": "image_too_large",
+        "message": "image is 50000x50000 = 2500000000 pixels, over the limit of 40000000 pixels "
+        + setting,
+    }
+    client = _client(fake.address, max_image_pixels=100)
+    response = client.post("/predict", data=_png(), content_type="image/png")
+    assert response.status_code == 413
+    assert response.json["error"] == {
+        "code": "image_too_large",
+        "message": f"image is 16x12 = 192 pixels, over the limit of 100 pixels {setting}",
+    }
+    batch = client.post(
+        "/predict_batch",
+        data={"images": [(io.BytesIO(huge), "huge.png")]},
+        content_type="multipart/form-data",
+    )
+    assert batch.status_code == 200
+    assert batch.json["predictions"][0]["error"] == {
+        "code": "image_too_large",
+        "message": "image is 50000x50000 = 2500000000 pixels, over the limit of 100 pixels "
+        + setting,
+    }
+    assert fake.predict_calls == 0
 
 
 def test_a_decoder_crash_on_a_crafted_file_is_400_not_500(fake, monkeypatch):

@@ -239,6 +239,43 @@ def test_max_pixels_above_pillow_warning_threshold_is_honoured():
         preprocessing.open_image(png_header_only(20_000, 20_000), max_pixels=10**9)
 
 
+@pytest.mark.parametrize(
+    ("width", "height", "max_pixels", "message", "limit"),
+    [
+        # over Pillow's ~179 MP bomb ceiling too: the caller's limit is still the one quoted
+        (
+            50_000,
+            50_000,
+            40_000_000,
+            "image is 50000x50000 = 2500000000 pixels, over the limit of 40000000 pixels",
+            40_000_000,
+        ),
+        (
+            7000,
+            7000,
+            40_000_000,
+            "image is 7000x7000 = 49000000 pixels, over the limit of 40000000 pixels",
+            40_000_000,
+        ),
+        # the caller allows more than Pillow does: Pillow's ceiling is the limit met
+        (
+            20_000,
+            20_000,
+            10**9,
+            "image is 20000x20000 = 400000000 pixels, over Pillow's hard limit of 178956970 pixels",
+            None,
+        ),
+    ],
+)
+def test_image_too_large_states_its_size_and_the_limit_met(
+    width, height, max_pixels, message, limit
+):
+    with pytest.raises(ImageTooLargeError) as info:
+        preprocessing.open_image(png_header_only(width, height), max_pixels=max_pixels)
+    assert str(info.value) == message
+    assert (info.value.size, info.value.limit) == ((width, height), limit)
+
+
 def test_max_pixels_argument_applies():
     data = encode(solid(RED, size=(20, 10)), "PNG")
     with pytest.raises(ImageTooLargeError):

@@ -6,8 +6,8 @@
 services, also when the job fails. When ``data/incoming/`` holds no image it is first seeded with
 the test split of the data set (``FASHION_DATA_DIR``). ``--serve`` instead keeps model server (gRPC
 ``GRPC_PORT``, default 8500; REST ``REST_PORT``, default 8501) and gateway (``GATEWAY_PORT``,
-default 8080) in the foreground until Ctrl-C, for REST callers; other ports let a second stack run
-beside a first one.
+default 8080) in the foreground until Ctrl-C or SIGTERM (either prints a ``stopped`` line and exits
+0), for REST callers; other ports let a second stack run beside a first one.
 
 Exit codes are the nightly job's (0 all filed, 1 some quarantined or left for retry, 75 retry
 later, 78 bad configuration), and 78 when there is no data set or no model to serve.
@@ -227,6 +227,46 @@ def _print_summary(report_dir: Path | None) -> None:
         _say(f"report: {report_dir / name}")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Signals that stop ``--serve`` cleanly: Ctrl-C, and SIGTERM from ``kill`` or a supervisor."""
+
+
+class _Stop(BaseException):
+    """A stop signal arrived; ``args[0]`` is its name (``SIGINT``, ``SIGTERM``). A BaseException,
+    as KeyboardInterrupt is, so no ``except Exception`` on the way swallows it."""
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    for stop in STOP_SIGNALS:  # a second signal must not cut the shutdown short
+        signal.signal(stop, signal.SIG_IGN)
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _serve(logs: Path, ports: Mapping[str, int]) -> int:
+    """Serve in the foreground until SIGINT or SIGTERM, then stop both processes.
+
+    Either signal (also while they start) stops the gateway and the model server and prints one
+    ``stopped (<signal>)`` line after they are down, so a supervisor's log says why ``make serve``
+    ended.
+
+    Returns:
+        0 once both are stopped.
+    """
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, _raise_stop)
+    with ExitStack() as stack:
+        try:
+            _, gateway = start_stack(stack, logs, ports=ports)
+            _say(f"serving; try: curl -F image=@photo.jpg {gateway.url}/predict  (Ctrl-C stops)")
+            while True:
+                time.sleep(3600)
+        except _Stop as stop:
+            name = stop.args[0]
+            _say(f"stopping ({name}): shutting down the gateway and the model server")
+    _say(f"stopped ({name}): model server and gateway shut down")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the nightly job through a local stack (or, with ``--serve``, just serve).
 
@@ -265,16 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             _say(str(exc))
             return EXIT_CONFIG
-        with ExitStack() as stack:
-            _, gateway = start_stack(stack, logs, ports=ports)
-            _say(f"serving; try: curl -F image=@photo.jpg {gateway.url}/predict  (Ctrl-C stops)")
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                _say("stopping")
-        return 0
+        return _serve(logs, ports)
 
     _command, settings = parse_settings(["run"], os.environ)
     data_dir = default_data_dir()

@@ -85,9 +85,15 @@ def test_make_serve_listens_on_the_three_ports_from_the_environment(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    # make dies of the SIGTERM at once; the launcher prints its last line once both are down
+    stopped = "[make serve] stopped (SIGTERM): model server and gateway shut down"
+    deadline = time.monotonic() + 60
+    while stopped not in (tmp_path / "serve.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
     log = (tmp_path / "serve.log").read_text()
     assert f"gateway healthy on http://127.0.0.1:{ports['GATEWAY_PORT']}" in log
     assert f"model server ready on 127.0.0.1:{ports['GRPC_PORT']}" in log
+    assert stopped in log
 
 
 @pytest.mark.unit
@@ -98,3 +104,52 @@ def test_serve_ports_defaults_and_refusals():
         serve_ports({"GRPC_PORT": "http"})
     with pytest.raises(ValueError, match="differ"):
         serve_ports({"GATEWAY_PORT": "8500"})
+
+
+# The launcher with start_stack replaced: the signal handling is tested without a model server.
+STUBBED_SERVE = """
+import sys
+
+import devtools.local as local
+import serving.versions
+
+
+class Gateway:
+    url = "http://127.0.0.1:1"
+
+
+def start_stack(stack, logs, *, ports):
+    stack.callback(print, "both processes stopped", flush=True)
+    return None, Gateway()
+
+
+serving.versions.versions_on_disk = lambda base: {1: base}  # whatever models/ holds now
+local.start_stack = start_stack
+sys.exit(local.main(["--serve"]))
+"""
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_prints_a_stop_line_and_exits_0_on_sigint_and_sigterm(stop):
+    process = subprocess.Popen(
+        [sys.executable, "-c", STUBBED_SERVE],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = process.stdout.readline()
+        assert banner.startswith("[make serve] serving; try: curl"), banner + process.stderr.read()
+        process.send_signal(stop)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert err == ""
+    assert out.splitlines() == [
+        f"[make serve] stopping ({stop.name}): shutting down the gateway and the model server",
+        "both processes stopped",
+        f"[make serve] stopped ({stop.name}): model server and gateway shut down",
+    ]

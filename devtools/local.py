@@ -35,12 +35,13 @@ DATASET_REPO = "https://github.com/alexeygrigorev/clothing-dataset-small"
 MODEL_NAME = "fashion"
 
 
-_TAG = ["make run"]
-"""Which make target's lines these are (``make serve`` sets it to "make serve")."""
+RUN_TAG = "make run"
+SERVE_TAG = "make serve"
+"""The prefixes of the launcher's own lines, ``[make run] ...`` and ``[make serve] ...``."""
 
 
-def _say(message: str) -> None:
-    print(f"[{_TAG[0]}] {message}", flush=True)
+def _say(message: str, tag: str = RUN_TAG) -> None:
+    print(f"[{tag}] {message}", flush=True)
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -153,6 +154,7 @@ def start_stack(
     ports: Mapping[str, int] | None,
     gateway_env: Mapping[str, str] | None = None,
     gateway_server: str = "dev",
+    tag: str = RUN_TAG,
 ):
     """Start the model server and the gateway (stopped when ``stack`` closes).
 
@@ -162,6 +164,7 @@ def start_stack(
         ports: ``serve_ports()``'s mapping, or None for free ports.
         gateway_env: extra gateway environment (e.g. ``CACHE_SIZE=0`` in the benchmark).
         gateway_server: ``"dev"`` or ``"gunicorn"`` (see ``gateway.launcher``).
+        tag: prefix of the two readiness lines (:data:`RUN_TAG` or :data:`SERVE_TAG`).
 
     Returns:
         ``(ModelServerProcess, GatewayProcess)``, both ready.
@@ -200,10 +203,11 @@ def start_stack(
     server.wait_ready()
     _say(
         f"model server ready on {server.grpc_address} (REST {server.rest_url}) in "
-        f"{time.monotonic() - started:.1f} s; log {logs / 'serving.log'}"
+        f"{time.monotonic() - started:.1f} s; log {logs / 'serving.log'}",
+        tag,
     )
     gateway.wait_ready()
-    _say(f"gateway healthy on {gateway.url}; log {logs / 'gateway.log'}")
+    _say(f"gateway healthy on {gateway.url}; log {logs / 'gateway.log'}", tag)
     return server, gateway
 
 
@@ -256,14 +260,17 @@ def _serve(logs: Path, ports: Mapping[str, int]) -> int:
         signal.signal(stop, _raise_stop)
     with ExitStack() as stack:
         try:
-            _, gateway = start_stack(stack, logs, ports=ports)
-            _say(f"serving; try: curl -F image=@photo.jpg {gateway.url}/predict  (Ctrl-C stops)")
+            _, gateway = start_stack(stack, logs, ports=ports, tag=SERVE_TAG)
+            _say(
+                f"serving; try: curl -F image=@photo.jpg {gateway.url}/predict  (Ctrl-C stops)",
+                SERVE_TAG,
+            )
             while True:
                 time.sleep(3600)
         except _Stop as stop:
             name = stop.args[0]
-            _say(f"stopping ({name}): shutting down the gateway and the model server")
-    _say(f"stopped ({name}): model server and gateway shut down")
+            _say(f"stopping ({name}): shutting down the gateway and the model server", SERVE_TAG)
+    _say(f"stopped ({name}): model server and gateway shut down", SERVE_TAG)
     return 0
 
 
@@ -295,15 +302,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serving.versions import versions_on_disk  # the server's own rule for version folders
 
     if not versions_on_disk(str(ROOT / "models" / MODEL_NAME)):
-        _say(f"no model version under models/{MODEL_NAME}/: run `make train export` first")
+        _say(
+            f"no model version under models/{MODEL_NAME}/: run `make train export` first",
+            SERVE_TAG if args.serve else RUN_TAG,
+        )
         return EXIT_CONFIG
 
     if args.serve:
-        _TAG[0] = "make serve"
         try:
             ports = serve_ports(os.environ)
         except ValueError as exc:
-            _say(str(exc))
+            _say(str(exc), SERVE_TAG)
             return EXIT_CONFIG
         return _serve(logs, ports)
 

@@ -17,6 +17,8 @@ import pytest
 import requests
 from conftest import ROOT
 
+import devtools.local as local
+import serving.versions
 from devtools.local import serve_ports
 from serving.launcher import free_port
 from serving_api import protos
@@ -118,7 +120,8 @@ class Gateway:
     url = "http://127.0.0.1:1"
 
 
-def start_stack(stack, logs, *, ports):
+def start_stack(stack, logs, *, ports, tag):
+    assert tag == local.SERVE_TAG
     stack.callback(print, "both processes stopped", flush=True)
     return None, Gateway()
 
@@ -152,4 +155,21 @@ def test_serve_prints_a_stop_line_and_exits_0_on_sigint_and_sigterm(stop):
         f"[make serve] stopping ({stop.name}): shutting down the gateway and the model server",
         "both processes stopped",
         f"[make serve] stopped ({stop.name}): model server and gateway shut down",
+    ]
+
+
+@pytest.mark.unit
+def test_each_call_tags_its_lines_with_its_own_target(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # main() moves to ROOT; the test's directory is restored after
+    monkeypatch.setenv("GRPC_PORT", "http")
+    monkeypatch.setattr(serving.versions, "versions_on_disk", lambda base: {1: base})
+    assert local.main(["--serve"]) == 78
+    # a later run in the same process is not tagged by the serve before it
+    monkeypatch.setattr(serving.versions, "versions_on_disk", lambda base: {})
+    assert local.main([]) == 78
+    assert local.main(["--serve"]) == 78
+    assert capsys.readouterr().out.splitlines() == [
+        "[make serve] GRPC_PORT='http' is not a TCP port (1..65535)",
+        "[make run] no model version under models/fashion/: run `make train export` first",
+        "[make serve] no model version under models/fashion/: run `make train export` first",
     ]

@@ -288,6 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="(%(default)s)",
     )
     e.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="(%(default)s)")
+
+    m = sub.add_parser(
+        "compare",
+        help="score published versions side by side on the test split, in one run",
+        description="Load each version's serving_default signature from the base path and score "
+        "it on the manifest's test photos (upright and turned), and on its kept-out off-category "
+        "photos, each version at its own rule; print a Markdown table and write compare.json. "
+        "Reads the test split: once per published candidate, never to choose.",
+    )
+    _artifacts_arg(m)
+    m.add_argument("--base-path", type=Path, default=Path("models/fashion"), help="(%(default)s)")
+    m.add_argument(
+        "--versions", type=int, nargs="+", required=True, help="version numbers, e.g. 1 2"
+    )
+    m.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.5,
+        help="top-1 rule of a version without an abstain rule (%(default)s)",
+    )
     return parser
 
 
@@ -421,6 +441,20 @@ def main(argv: list[str] | None = None) -> int:
 
         document = calibrate(args.artifacts, args.target_precision)
         print(json.dumps({k: v for k, v in document.items() if k != "fitted_on"}))
+        return 0
+    if args.command == "compare":
+        from training.compare import compare, table
+
+        print(
+            table(
+                compare(
+                    args.base_path,
+                    args.versions,
+                    args.artifacts,
+                    min_confidence=args.min_confidence,
+                )
+            )
+        )
         return 0
     from training.evaluate import evaluate
 

@@ -196,3 +196,26 @@ def test_reliability_is_zero_for_calibrated_scores_and_nan_in_empty_bins():
     assert np.isnan(table.accuracy[0]) and table.count.tolist() == [0, 0, 0, 4]
     with pytest.raises(ValueError):
         cal.reliability(np.array([1.2]), np.array([True]))
+
+
+def test_fit_thresholds_caps_the_share_of_off_category_rows_filed():
+    # 20 in-category rows, all right at confidence 0.9; 5 of them have known 0.65, the rest 0.9.
+    # Two off-category rows are more confident (0.95) with known 0.6 and 0.7. For precision alone
+    # (target 0.9) the best setting drops the 0.6 row and keeps every in-category row; the 0.7
+    # row is filed (20/21 = 0.952).
+    probabilities = np.array([[0.9, 0.1]] * 20 + [[0.95, 0.05]] * 2)
+    known = np.array([0.9] * 15 + [0.65] * 5 + [0.6, 0.7])
+    labels = np.array([0] * 20 + [-1, -1])
+    free = cal.fit_thresholds(probabilities, known, labels, 0.9)
+    assert 0.6 < free.min_known_probability <= 0.65
+    assert free.coverage == 1.0 and free.precision == pytest.approx(20 / 21)
+    # The same with at most half of the off-category rows filed: unchanged (1 of 2).
+    half = cal.fit_thresholds(probabilities, known, labels, 0.9, max_off_category_filed=0.5)
+    assert half == free
+    # None of them: the threshold must pass 0.7, which drops the five rows at 0.65 too.
+    none = cal.fit_thresholds(probabilities, known, labels, 0.9, max_off_category_filed=0.0)
+    assert none.reached and none.min_known_probability == pytest.approx(0.7)
+    assert none.min_known_probability > 0.7
+    assert none.coverage == pytest.approx(0.75) and none.precision == 1.0
+    out = cal.reasons(probabilities, known, none.min_known_probability, none.min_confidence)
+    assert (out[:15] == "").all() and (out[15:] == "not_a_known_category").all()

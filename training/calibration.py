@@ -346,6 +346,7 @@ def fit_thresholds(
     target_precision: float,
     *,
     known_candidates: int = 101,
+    max_off_category_filed: float | None = None,
 ) -> Operating:
     """Both thresholds of the rule, for the most coverage at the target filed precision.
 
@@ -360,9 +361,14 @@ def fit_thresholds(
         labels: true label column per row, int ``(n,)``; ``-1`` marks an off-category photo.
         target_precision: in ``(0, 1]``.
         known_candidates: how many ``min_known_probability`` values to try.
+        max_off_category_filed: when given, a setting also has to file at most this share of
+            the off-category rows (0..1) to count as reaching the target. Precision alone lets
+            a model whose off-category photos are few among the rows file many of them (they
+            cost little precision); the cap keeps "none of the labels" out of the folders.
 
     Returns:
-        The best :class:`Operating` point; ``reached`` is ``False`` when none reaches the target.
+        The best :class:`Operating` point; ``reached`` is ``False`` when none reaches the target
+        (and the cap).
 
     Raises:
         ValueError: shapes disagree, no rows or a bad target.
@@ -390,13 +396,17 @@ def fit_thresholds(
             coverage = point.coverage * inside[keep].sum() / max(int(inside.sum()), 1)
         else:
             point, coverage = Operating(None, 1.0, 1.0, 0.0, 0, False), 0.0
+        reached = point.reached
+        if max_off_category_filed is not None and (~inside).any():
+            filed = keep & (confidence >= point.min_confidence)
+            reached = reached and float(filed[~inside].mean()) <= max_off_category_filed
         candidate = Operating(
             threshold,
             point.min_confidence,
             point.precision,
             float(coverage),
             point.filed,
-            point.reached,
+            reached,
         )
         if best is None or _better(candidate, best):
             best = candidate

@@ -33,6 +33,16 @@ def _artifacts_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _max_off_category_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-off-category-filed",
+        type=float,
+        default=TrainConfig.max_off_category_filed,
+        help="most share of the calibration split's off-category photos the abstain rule may "
+        "file, besides reaching the target precision (default: no cap)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Builds the argument parser of the three sub-commands.
 
@@ -234,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.target_precision,
         help="precision of filed photos the abstain rule is fitted to reach (%(default)s)",
     )
+    _max_off_category_arg(t)
     t.add_argument("--seed", type=int, default=d.seed, help="(%(default)s)")
     t.add_argument(
         "--verbose",
@@ -258,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.target_precision,
         help="precision of filed photos the abstain rule must reach (%(default)s)",
     )
+    _max_off_category_arg(o)
 
     c = sub.add_parser(
         "calibrate",
@@ -273,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.target_precision,
         help="precision of filed photos the rule must reach (%(default)s)",
     )
+    _max_off_category_arg(c)
 
     e = sub.add_parser(
         "evaluate",
@@ -416,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             validate_turned=args.validate_turned,
             orientation_head=args.orientation_head,
             target_precision=args.target_precision,
+            max_off_category_filed=args.max_off_category_filed,
             seed=args.seed,
         )
         argv_record = ["python", "-m", "training", *(argv if argv is not None else sys.argv[1:])]
@@ -433,13 +447,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "orient":
         from training.orient import attach
 
-        record = attach(args.artifacts, args.seed, args.target_precision)
+        record = attach(
+            args.artifacts, args.seed, args.target_precision, args.max_off_category_filed
+        )
         print(json.dumps({k: record[k] for k in ("threshold", "chosen", "seconds")}))
         return 0
     if args.command == "calibrate":
         from training.rule import calibrate
 
-        document = calibrate(args.artifacts, args.target_precision)
+        document = calibrate(
+            args.artifacts,
+            args.target_precision,
+            max_off_category_filed=args.max_off_category_filed,
+        )
         print(json.dumps({k: v for k, v in document.items() if k != "fitted_on"}))
         return 0
     if args.command == "compare":

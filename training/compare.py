@@ -132,7 +132,9 @@ def score(sig: Signature, entries: list, batch_size: int = 32) -> dict:
     right = wrong = 0
     for k in (1, 2, 3):
         turned = np.ascontiguousarray(np.rot90(upright.images, k, axes=(1, 2)))
-        figures = filing_figures(sig.outputs(turned, batch_size), y)
+        answered = sig.outputs(turned, batch_size)
+        figures = filing_figures(answered, y)
+        figures["accuracy"] = float((answered.probabilities.argmax(axis=1) == y).mean())
         result["turned"][str(90 * k)] = figures
         right += figures["filed_right"] * len(y)
         wrong += figures["filed_wrong"] * len(y)
@@ -168,8 +170,9 @@ def compare(
 
     Returns:
         ``{"versions": {"<v>": {"rule", "accuracy", "filing" (precision, coverage, ...),
-        "turned" ({"90", "180", "270", "all"}: filed_right, filed_wrong), "off_category_filed"
-        ({split: {"n", "filed"}})}}}``; also written to ``<artifacts_dir>/compare.json``.
+        "turned" ({"90", "180", "270"}: filing figures and accuracy; "all": filed_right,
+        filed_wrong), "off_category_filed" ({split: {"n", "filed"}})}}}``; also written to
+        ``<artifacts_dir>/compare.json``.
 
     Raises:
         FileNotFoundError: no manifest or no such version.
@@ -196,7 +199,12 @@ def table(result: dict) -> str:
         ("accuracy", lambda r: r["accuracy"]),
         ("filed precision", lambda r: r["filing"]["precision"]),
         ("coverage", lambda r: r["filing"]["coverage"]),
+        *[
+            (f"turned {a}°: accuracy", lambda r, a=a: r["turned"][a]["accuracy"])
+            for a in ("90", "180", "270")
+        ],
         ("turned filed right", lambda r: r["turned"]["all"]["filed_right"]),
+        ("turned 90° filed wrong", lambda r: r["turned"]["90"]["filed_wrong"]),
         ("turned filed wrong", lambda r: r["turned"]["all"]["filed_wrong"]),
         *[
             (

@@ -90,7 +90,12 @@ RECORD_FILENAME = "orientation.json"
 """The fit's record, beside the model."""
 
 
-def attach(artifacts_dir: Path, seed: int, target_precision: float) -> dict:
+def attach(
+    artifacts_dir: Path,
+    seed: int,
+    target_precision: float,
+    max_off_category_filed: float | None = None,
+) -> dict:
     """Adds the orientation step to the upright ``model.keras`` of a finished training run.
 
     Does what ``train --orientation-head`` does after its training: keeps the upright model as
@@ -102,6 +107,7 @@ def attach(artifacts_dir: Path, seed: int, target_precision: float) -> dict:
         artifacts_dir: a training run's folder (``model.keras``, ``manifest.csv``, ``labels.txt``).
         seed: seed of the head's solver.
         target_precision: precision the refitted rule must reach (0..1].
+        max_off_category_filed: see :func:`training.rule.fit_rule`.
 
     Returns:
         The orientation record.
@@ -126,7 +132,13 @@ def attach(artifacts_dir: Path, seed: int, target_precision: float) -> dict:
     net.save(artifacts_dir / CLASSIFIER_FILENAME)
     oriented, record = fit(net, entries, columns, seed)
     oriented.save(artifacts_dir / "model.keras")
-    fitted = rule.fit_rule(oriented, entries, labels, target_precision)
+    fitted = rule.fit_rule(
+        oriented,
+        entries,
+        labels,
+        target_precision,
+        max_off_category_filed=max_off_category_filed,
+    )
     rule.write_rule(fitted, artifacts_dir)
     rule.write_record(fitted, artifacts_dir)
     (artifacts_dir / RECORD_FILENAME).write_text(json.dumps(record, indent=2) + "\n")

@@ -109,6 +109,7 @@ def fit_rule(
     target_precision: float,
     *,
     batch_size: int = 32,
+    max_off_category_filed: float | None = None,
 ) -> dict:
     """Fits the temperature and thresholds of ``net`` on the calibration split.
 
@@ -121,6 +122,8 @@ def fit_rule(
         labels: the known labels (``labels.txt``).
         target_precision: required share of filed photos that are right (0..1].
         batch_size: images per forward pass.
+        max_off_category_filed: most share of the split's off-category photos the rule may file
+            (see :func:`training.calibration.fit_thresholds`); None = precision alone.
 
     Returns:
         The ``abstain_rule.json`` document (``schema_version`` 1).
@@ -144,7 +147,9 @@ def fit_rule(
     probabilities, known = calibration.split_known(
         calibration.temperature_scale(p_raw, temperature), other
     )
-    fit = calibration.fit_thresholds(probabilities, known, y, target_precision)
+    fit = calibration.fit_thresholds(
+        probabilities, known, y, target_precision, max_off_category_filed=max_off_category_filed
+    )
     inside = y >= 0
     ece = {
         name: calibration.reliability(
@@ -171,6 +176,7 @@ def fit_rule(
             "nll_after": calibration.negative_log_likelihood(p_raw, y_columns, temperature),
             "ece_before": ece["before"],
             "ece_after": ece["after"],
+            "max_off_category_filed": max_off_category_filed,
             "target_reached": fit.reached,
             "precision": fit.precision,
             "coverage": fit.coverage,
@@ -216,13 +222,20 @@ def write_record(document: dict, artifacts_dir: Path, **sections: dict) -> Path:
     return path
 
 
-def calibrate(artifacts_dir: Path, target_precision: float, *, batch_size: int = 32) -> dict:
+def calibrate(
+    artifacts_dir: Path,
+    target_precision: float,
+    *,
+    batch_size: int = 32,
+    max_off_category_filed: float | None = None,
+) -> dict:
     """Refits the abstain rule of ``model.keras`` without training again.
 
     Args:
         artifacts_dir: holds ``model.keras``, ``manifest.csv``, ``labels.txt``.
         target_precision: required share of filed photos that are right (0..1].
         batch_size: images per forward pass.
+        max_off_category_filed: see :func:`fit_rule`.
 
     Returns:
         The rule document written to ``abstain_rule.json`` (and into ``calibration.json``).
@@ -239,7 +252,14 @@ def calibrate(artifacts_dir: Path, target_precision: float, *, batch_size: int =
     net = keras.models.load_model(artifacts_dir / "model.keras")
     entries = read_manifest(artifacts_dir / "manifest.csv")
     labels = read_labels(artifacts_dir / LABELS_FILENAME)
-    document = fit_rule(net, entries, labels, target_precision, batch_size=batch_size)
+    document = fit_rule(
+        net,
+        entries,
+        labels,
+        target_precision,
+        batch_size=batch_size,
+        max_off_category_filed=max_off_category_filed,
+    )
     write_rule(document, artifacts_dir)
     write_record(document, artifacts_dir)
     return document

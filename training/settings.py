@@ -119,6 +119,8 @@ class TrainConfig:
             save the model with it (:mod:`training.orientation`).
         target_precision: share of filed photos that must be right on the calibration split
             when the abstain rule's thresholds are fitted.
+        max_off_category_filed: most share of the calibration split's off-category photos the
+            rule may file (None = the precision target alone decides).
         seed: seed of every random generator (Python, NumPy, TensorFlow, Keras).
     """
 
@@ -141,6 +143,7 @@ class TrainConfig:
     validate_turned: bool = False
     orientation_head: bool = False
     target_precision: float = 0.97
+    max_off_category_filed: float | None = None
     seed: int = 42
 
     def resolved_weights(self) -> str:

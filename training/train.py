@@ -176,7 +176,13 @@ def train(
     net.save(artifacts_dir / "model.keras")
     (artifacts_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     train_seconds = round(time.monotonic() - t0, 1)
-    fitted = rule.fit_rule(net, entries, labels, config.target_precision)
+    fitted = rule.fit_rule(
+        net,
+        entries,
+        labels,
+        config.target_precision,
+        max_off_category_filed=config.max_off_category_filed,
+    )
     rule.write_rule(fitted, artifacts_dir)
     rule.write_record(fitted, artifacts_dir)
     splits = {

@@ -320,14 +320,17 @@ class Runner:
             log.info("skipped (modified < %g s ago): %s", self.s.settle_seconds, path)
         due: list[FileRow] = []
         seen: set[str] = set()
-        for f in found.files:
-            try:
-                sha = filing.sha256_file(f.path)
-            except FileNotFoundError:
-                continue
-            row = self.ledger.discover(str(f.path), sha, f.size_bytes, self.run_id)
-            due.append(row)
-            seen.add(row.source)
+        # One transaction for the whole scan (one WAL sync, not one per photo): nothing has moved
+        # yet, so a run killed here loses only registrations its successor's scan makes again.
+        with self.ledger.transaction():
+            for f in found.files:
+                try:
+                    sha = filing.sha256_file(f.path)
+                except FileNotFoundError:
+                    continue
+                row = self.ledger.discover(str(f.path), sha, f.size_bytes, self.run_id)
+                due.append(row)
+                seen.add(row.source)
         for row in self.ledger.in_state("discovered", "classified"):
             if row.source not in seen and not os.path.lexists(row.source):
                 log.warning("%s left incoming before it was filed", row.source)

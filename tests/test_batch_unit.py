@@ -436,6 +436,24 @@ def test_ledger_one_active_row_per_path_and_content_change(tmp_path):
     assert ledger.journal_mode() == "wal"
 
 
+def test_ledger_transaction_commits_together_or_not_at_all(tmp_path):
+    path = tmp_path / LEDGER_NAME
+    ledger = Ledger(path)
+    with ledger.transaction():
+        a = ledger.discover("/in/a.jpg", "s1", 3, "r1")
+        ledger.discover("/in/b.jpg", "s2", 3, "r1")
+    with pytest.raises(RuntimeError, match="killed"), ledger.transaction():
+        ledger.discover("/in/c.jpg", "s3", 3, "r1")
+        raise RuntimeError("killed mid-scan")
+    ledger.close()
+    # another connection sees the committed pair and nothing of the rolled-back block
+    reopened = Ledger(path)
+    assert reopened.active_for("/in/a.jpg").id == a.id
+    assert reopened.active_for("/in/b.jpg").state == "discovered"
+    assert reopened.active_for("/in/c.jpg") is None
+    assert reopened.discover("/in/c.jpg", "s3", 3, "r2").state == "discovered"
+
+
 def test_ledger_keeps_non_utf8_paths(tmp_path):
     ledger = Ledger(tmp_path / LEDGER_NAME)
     name = os.fsdecode(b"/in/bad\xffname.jpg")  # surrogate escape, as os.walk yields it

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from contract import (
+    ABSTAIN_REASON_LOW_CONFIDENCE,
     INPUT_IMAGES,
     LABELS_FILENAME,
     OUTPUT_ABSTAIN,
@@ -87,7 +88,7 @@ class Signature:
             known = out.get("known_probability", np.ones(len(images))).astype(np.float64)
         else:
             abstain = probabilities.max(axis=1) < self.min_confidence
-            reason = np.where(abstain, "low_confidence", "").astype(object)
+            reason = np.where(abstain, ABSTAIN_REASON_LOW_CONFIDENCE, "").astype(object)
             known = np.ones(len(images))
         return calibration.RuleOutputs(probabilities, known, abstain, reason.astype(str))
 

@@ -246,30 +246,54 @@ def _raise_stop(signum: int, _frame: object) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+WATCH_SECONDS = 1.0
+"""How often ``--serve`` checks that the model server and the gateway are still running."""
+
+
+def _exited(server: object, gateway: object) -> str | None:
+    """Names the first of the two processes that has exited by itself, with its status."""
+    for name, code in (
+        ("model server", getattr(getattr(server, "process", None), "poll", lambda: None)()),
+        ("gateway", getattr(gateway, "returncode", None)),
+    ):
+        if code is not None:
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+            return f"the {name} exited ({how})"
+    return None
+
+
 def _serve(logs: Path, ports: Mapping[str, int]) -> int:
     """Serve in the foreground until SIGINT or SIGTERM, then stop both processes.
 
     Either signal (also while they start) stops the gateway and the model server and prints one
     ``stopped (<signal>)`` line after they are down, so a supervisor's log says why ``make serve``
-    ended.
+    ended. If either process exits by itself (crash, OOM kill), the other is stopped too, with a
+    line naming which one and how, so a supervisor restarts the pair instead of keeping a gateway
+    that answers 503 forever.
 
     Returns:
-        0 once both are stopped.
+        0 once both are stopped after a signal; 1 when one of them exited by itself.
     """
     for stop in STOP_SIGNALS:
         signal.signal(stop, _raise_stop)
     with ExitStack() as stack:
         try:
-            _, gateway = start_stack(stack, logs, ports=ports, tag=SERVE_TAG)
+            server, gateway = start_stack(stack, logs, ports=ports, tag=SERVE_TAG)
             _say(
                 f"serving; try: curl -F image=@photo.jpg {gateway.url}/predict  (Ctrl-C stops)",
                 SERVE_TAG,
             )
-            while True:
-                time.sleep(3600)
+            while (why := _exited(server, gateway)) is None:
+                time.sleep(WATCH_SECONDS)
+            _say(f"{why}: stopping the other one; see {logs}", SERVE_TAG)
         except _Stop as stop:
             name = stop.args[0]
             _say(f"stopping ({name}): shutting down the gateway and the model server", SERVE_TAG)
+        else:
+            name = None
+    if name is None:
+        _say(f"stopped: {why}", SERVE_TAG)
+        return 1
     _say(f"stopped ({name}): model server and gateway shut down", SERVE_TAG)
     return 0
 

@@ -172,6 +172,12 @@ class GatewayProcess:
         """The child's process id (the gunicorn master or the dev server); None when stopped."""
         return self._process.pid if self._process is not None else None
 
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it has exited by itself (negative: killed by that
+        signal); None while it runs or after :meth:`stop`."""
+        return self._process.poll() if self._process is not None else None
+
     def __enter__(self) -> GatewayProcess:
         return self.start()
 

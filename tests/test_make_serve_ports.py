@@ -158,6 +158,44 @@ def test_serve_prints_a_stop_line_and_exits_0_on_sigint_and_sigterm(stop):
     ]
 
 
+# The same, with a gateway that dies (SIGKILL) while serving.
+DYING_GATEWAY_SERVE = STUBBED_SERVE.replace(
+    """    url = "http://127.0.0.1:1"
+""",
+    """    url = "http://127.0.0.1:1"
+    polls = 0
+
+    @property
+    def returncode(self):
+        Gateway.polls += 1
+        return -9 if Gateway.polls >= 2 else None
+""",
+)
+
+
+@pytest.mark.unit
+def test_serve_stops_the_pair_and_exits_1_when_one_process_dies():
+    result = subprocess.run(
+        [sys.executable, "-c", DYING_GATEWAY_SERVE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("[make serve] serving; try: curl")
+    assert lines[1] == (
+        f"[make serve] the gateway exited (signal SIGKILL): stopping the other one; "
+        f"see {ROOT / 'logs'}"
+    )
+    assert lines[2:] == [
+        "both processes stopped",
+        "[make serve] stopped: the gateway exited (signal SIGKILL)",
+    ]
+
+
 @pytest.mark.unit
 def test_each_call_tags_its_lines_with_its_own_target(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # main() moves to ROOT; the test's directory is restored after

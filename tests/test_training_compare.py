@@ -19,13 +19,12 @@ from training import cli
 from training.manifest import Entry, write_manifest
 from training.sources import OTHER_LABEL
 
-pytestmark = pytest.mark.e2e
-
 OFFCLASS_DIR = Path(os.environ.get("FASHION_OFFCLASS_DIR", DATA_DIR.parent / "clothing-offclass"))
 SHOE = DATA_DIR / "test" / "shoes" / "8648344c-5acb-4f5d-93a1-7e89489489bf.jpg"
 BLAZER = OFFCLASS_DIR / "Blazer" / "64937043-1a83-4440-a5b3-c05f35bbe4fe.jpg"
 
 
+@pytest.mark.e2e
 def test_compare_scores_both_versions_at_their_own_rule(tmp_path, capsys):
     write_manifest(
         tmp_path / "manifest.csv",
@@ -67,3 +66,29 @@ def test_compare_scores_both_versions_at_their_own_rule(tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.splitlines()[0] == "| figure | version 1 | version 2 |"
     assert "| accuracy | 1.000 | 1.000 |" in table
+
+
+@pytest.mark.unit
+def test_compare_refuses_bad_inputs_with_one_line_before_loading_tensorflow(tmp_path, capsys):
+    base = ["--base-path", str(ROOT / "models" / "fashion")]
+
+    def run(*args: str) -> tuple[int, str]:
+        code = cli.main(["compare", "--artifacts", str(tmp_path), *base, *args])
+        return code, capsys.readouterr().err
+
+    assert run("--versions", "1") == (
+        2,
+        f"error: {tmp_path / 'manifest.csv'} not found: run python -m training prepare first "
+        "(make train's first step), or pass --artifacts with a prepared folder\n",
+    )
+    write_manifest(tmp_path / "manifest.csv", [Entry(str(SHOE), "shoes", "test")])
+    assert run("--versions", "7") == (
+        2,
+        f"error: no exported version 7 under {ROOT / 'models' / 'fashion'} (a SavedModel with "
+        "assets.extra/labels.txt); versions there: 1, 2\n",
+    )
+    assert run("--versions", "2", "1", "2") == (2, "error: version 2 is given twice\n")
+    assert run("--versions", "1", "--min-confidence", "1.5") == (
+        2,
+        "error: --min-confidence must be in (0, 1], got 1.5\n",
+    )

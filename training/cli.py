@@ -465,16 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compare":
         from training.compare import compare, table
 
-        print(
-            table(
-                compare(
-                    args.base_path,
-                    args.versions,
-                    args.artifacts,
-                    min_confidence=args.min_confidence,
-                )
+        try:
+            result = compare(
+                args.base_path, args.versions, args.artifacts, min_confidence=args.min_confidence
             )
-        )
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(table(result))
         return 0
     from training.evaluate import evaluate
 

@@ -29,9 +29,9 @@ from contract import (
     OUTPUT_PROBABILITIES,
     SIGNATURE_NAME,
     read_labels,
+    version_folders,
 )
-from training import calibration, dataset
-from training.evaluate import filing_figures
+from training import calibration
 from training.manifest import read_manifest
 from training.sources import OTHER_LABEL
 
@@ -118,6 +118,9 @@ def load(base_path: Path, version: int, min_confidence: float) -> Signature:
 
 def score(sig: Signature, entries: list, batch_size: int = 32) -> dict:
     """One version's figures (see :func:`compare`)."""
+    from training import dataset  # TensorFlow: imported once the inputs are checked
+    from training.evaluate import filing_figures
+
     upright = dataset.load_split(
         [e for e in entries if e.label in sig.labels], sig.labels, "test", sig.size
     )
@@ -152,6 +155,43 @@ def score(sig: Signature, entries: list, batch_size: int = 32) -> dict:
     return result
 
 
+def check_inputs(
+    base_path: Path, versions: list[int], artifacts_dir: Path, min_confidence: float
+) -> None:
+    """Checks what :func:`compare` needs before TensorFlow loads (seconds) and scoring starts.
+
+    Raises:
+        FileNotFoundError: no ``manifest.csv``, or a version folder without a SavedModel and
+            its labels (the message lists the versions the base path has).
+        ValueError: a version given twice, or ``min_confidence`` outside ``(0, 1]``.
+    """
+    manifest = Path(artifacts_dir) / "manifest.csv"
+    if not manifest.is_file():
+        raise FileNotFoundError(
+            f"{manifest} not found: run python -m training prepare first (make train's first "
+            "step), or pass --artifacts with a prepared folder"
+        )
+    repeated = sorted({v for v in versions if versions.count(v) > 1})
+    if repeated:
+        raise ValueError(f"version {repeated[0]} is given twice")
+    if not 0 < min_confidence <= 1:
+        raise ValueError(f"--min-confidence must be in (0, 1], got {min_confidence}")
+    base = Path(base_path)
+    names = [p.name for p in base.iterdir() if p.is_dir()] if base.is_dir() else []
+    present = sorted(version_folders(names))
+    for version in versions:
+        folder = base / str(version)
+        if (
+            not (folder / "saved_model.pb").is_file()
+            or not (folder / "assets.extra" / LABELS_FILENAME).is_file()
+        ):
+            there = ", ".join(map(str, present)) or "none"
+            raise FileNotFoundError(
+                f"no exported version {version} under {base} (a SavedModel with "
+                f"assets.extra/{LABELS_FILENAME}); versions there: {there}"
+            )
+
+
 def compare(
     base_path: Path,
     versions: list[int],
@@ -176,8 +216,9 @@ def compare(
         ``<artifacts_dir>/compare.json``.
 
     Raises:
-        FileNotFoundError: no manifest or no such version.
+        FileNotFoundError, ValueError: see :func:`check_inputs`.
     """
+    check_inputs(base_path, versions, artifacts_dir, min_confidence)
     entries = read_manifest(Path(artifacts_dir) / "manifest.csv")
     result = {
         "base_path": str(base_path),

@@ -218,7 +218,7 @@ class Runner:
         """Steps 2-7 of the module docstring (the caller holds the lock).
 
         Returns:
-            The run's result; exit code 2 if the gateway never became healthy.
+            The run's result; exit code 75 (EX_TEMPFAIL) if the gateway never became healthy.
         """
         started = time.monotonic()
         try:

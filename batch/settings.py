@@ -61,8 +61,8 @@ class BatchSettings:
             Env ``FASHION_BATCH_CONCURRENCY``; default 2.
         chunk_size: images per ``/predict_batch`` request. Env ``FASHION_BATCH_CHUNK_SIZE``;
             default 16.
-        health_timeout: seconds to wait for ``GET /health`` = 200 before giving up (exit 2).
-            Env ``FASHION_BATCH_HEALTH_TIMEOUT``; default 60.
+        health_timeout: seconds to wait for ``GET /health`` = 200 before giving up (exit 75,
+            EX_TEMPFAIL). Env ``FASHION_BATCH_HEALTH_TIMEOUT``; default 60.
         request_timeout: seconds a single HTTP request may take (connect + read).
             Env ``FASHION_BATCH_REQUEST_TIMEOUT``; default 120.
         retries: extra attempts of one ``/predict_batch`` request after a 5xx, a connection error

@@ -250,12 +250,11 @@ WATCH_SECONDS = 1.0
 """How often ``--serve`` checks that the model server and the gateway are still running."""
 
 
-def _exited(server: object, gateway: object) -> str | None:
-    """Names the first of the two processes that has exited by itself, with its status."""
-    for name, code in (
-        ("model server", getattr(getattr(server, "process", None), "poll", lambda: None)()),
-        ("gateway", getattr(gateway, "returncode", None)),
-    ):
+def _exited(server, gateway) -> str | None:
+    """Names the first of the two processes (their launchers' ``returncode``) that has exited by
+    itself, with its status; None while both run."""
+    for name, process in (("model server", server), ("gateway", gateway)):
+        code = process.returncode
         if code is not None:
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
             return f"the {name} exited ({how})"

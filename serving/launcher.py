@@ -197,6 +197,12 @@ class ModelServerProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    @property
+    def returncode(self) -> int | None:
+        """The server's exit status once it has exited (negative: killed by that signal); None
+        while it runs or before :meth:`spawn`."""
+        return self.process.poll() if self.process is not None else None
+
     def terminate(self) -> None:
         """Send SIGTERM (graceful shutdown) without waiting."""
         if self.process is not None and self.process.poll() is None:

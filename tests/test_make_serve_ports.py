@@ -116,14 +116,19 @@ import devtools.local as local
 import serving.versions
 
 
+class Server:
+    returncode = None
+
+
 class Gateway:
     url = "http://127.0.0.1:1"
+    returncode = None
 
 
 def start_stack(stack, logs, *, ports, tag):
     assert tag == local.SERVE_TAG
     stack.callback(print, "both processes stopped", flush=True)
-    return None, Gateway()
+    return Server(), Gateway()
 
 
 serving.versions.versions_on_disk = lambda base: {1: base}  # whatever models/ holds now
@@ -161,6 +166,7 @@ def test_serve_prints_a_stop_line_and_exits_0_on_sigint_and_sigterm(stop):
 # The same, with a gateway that dies (SIGKILL) while serving.
 DYING_GATEWAY_SERVE = STUBBED_SERVE.replace(
     """    url = "http://127.0.0.1:1"
+    returncode = None
 """,
     """    url = "http://127.0.0.1:1"
     polls = 0

@@ -26,6 +26,7 @@ from contract import (
     LABELS_FILENAME,
     OUTPUT_ABSTAIN,
     OUTPUT_ABSTAIN_REASON,
+    OUTPUT_KNOWN_PROBABILITY,
     OUTPUT_PROBABILITIES,
     SIGNATURE_NAME,
     read_labels,
@@ -85,7 +86,7 @@ class Signature:
         if self.has_rule:
             abstain = out[OUTPUT_ABSTAIN].astype(bool)
             reason = np.array([r.decode() for r in out[OUTPUT_ABSTAIN_REASON]], dtype=object)
-            known = out.get("known_probability", np.ones(len(images))).astype(np.float64)
+            known = out.get(OUTPUT_KNOWN_PROBABILITY, np.ones(len(images))).astype(np.float64)
         else:
             abstain = probabilities.max(axis=1) < self.min_confidence
             reason = np.where(abstain, ABSTAIN_REASON_LOW_CONFIDENCE, "").astype(object)

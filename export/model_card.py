@@ -56,6 +56,7 @@ _TRAINING_KEYS: Final = (
     "weights",
     "hyperparameters",
     "epochs_run",
+    "rule_refits",
 )
 
 

@@ -347,6 +347,7 @@ def test_model_card_takes_figures_from_training_artifacts(tmp_path):
         },
         "hyperparameters": {"batch_size": 32},
         "epochs_run": {"head": 3, "finetune": 2},
+        "rule_refits": [{"command": "python -m training calibrate --target-precision 0.96"}],
     }
     metrics = {
         "split": "test",
@@ -379,6 +380,7 @@ def test_model_card_takes_figures_from_training_artifacts(tmp_path):
         card["training"]["wall_time_seconds"],
         card["training"]["command"],
     ) == (42, 61.5, "python -m training train")
+    assert card["training"]["rule_refits"] == run["rule_refits"]
     assert card["missing"] == []
     with pytest.raises(ValueError, match="differ"):
         model_card.build(

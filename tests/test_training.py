@@ -252,3 +252,23 @@ def test_train_fits_an_abstain_rule_and_evaluate_judges_it(run):
     for name in ("precision_coverage.png", "reliability.png"):
         with Image.open(run / name) as image:
             assert image.format == "PNG"
+
+
+def test_calibrate_refits_the_rule_and_records_its_command_for_the_card(run, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(run, artifacts)
+    before = json.loads((artifacts / "training_run.json").read_text())
+    assert "rule_refits" not in before
+    argv = ["calibrate", "--artifacts", str(artifacts), "--target-precision", "0.9"]
+    assert main(argv) == 0
+    document = json.loads((artifacts / "abstain_rule.json").read_text())
+    assert document["target_precision"] == 0.9
+    after = json.loads((artifacts / "training_run.json").read_text())
+    assert after["command"] == before["command"]
+    (refit,) = after["rule_refits"]
+    assert refit["command"] == "python -m training " + " ".join(argv)
+    assert (refit["target_precision"], refit["max_off_category_filed"]) == (0.9, None)
+    assert refit["at"].endswith("Z") and len(refit["at"]) == len("2026-12-03T13:42:45Z")
+    assert main([*argv, "--max-off-category-filed", "0.1"]) == 0
+    refits = json.loads((artifacts / "training_run.json").read_text())["rule_refits"]
+    assert [r["max_off_category_filed"] for r in refits] == [None, 0.1]

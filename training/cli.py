@@ -459,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             args.artifacts,
             args.target_precision,
             max_off_category_filed=args.max_off_category_filed,
+            argv=["python", "-m", "training", *(argv if argv is not None else sys.argv[1:])],
         )
         print(json.dumps({k: v for k, v in document.items() if k != "fitted_on"}))
         return 0

@@ -7,7 +7,9 @@ turned 90, 180 and 270 degrees, because the rule has to hold for turned photos t
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +19,10 @@ from contract import LABELS_FILENAME, RULE_FILENAME, read_labels
 from training import calibration, dataset
 from training.manifest import Entry
 from training.sources import OTHER_LABEL
+
+TRAINING_RUN_FILENAME = "training_run.json"
+"""The training run's record (:func:`training.train.train`); :func:`calibrate` appends to its
+``rule_refits`` so a version's model card says how its rule was produced."""
 
 RECORD_FILENAME = "calibration.json"
 """How the rule was fitted and how it does, beside the model; export copies it into the card."""
@@ -228,14 +234,20 @@ def calibrate(
     *,
     batch_size: int = 32,
     max_off_category_filed: float | None = None,
+    argv: Sequence[str] | None = None,
 ) -> dict:
     """Refits the abstain rule of ``model.keras`` without training again.
+
+    When ``training_run.json`` is beside the model, the refit is appended to its
+    ``rule_refits`` list (``command``, ``at`` UTC ISO 8601, ``target_precision``,
+    ``max_off_category_filed``), which export copies into the model card.
 
     Args:
         artifacts_dir: holds ``model.keras``, ``manifest.csv``, ``labels.txt``.
         target_precision: required share of filed photos that are right (0..1].
         batch_size: images per forward pass.
         max_off_category_filed: see :func:`fit_rule`.
+        argv: the command line to record (default: none recorded as ``null``).
 
     Returns:
         The rule document written to ``abstain_rule.json`` (and into ``calibration.json``).
@@ -262,4 +274,32 @@ def calibrate(
     )
     write_rule(document, artifacts_dir)
     write_record(document, artifacts_dir)
+    record_refit(artifacts_dir, document, argv)
     return document
+
+
+def record_refit(artifacts_dir: Path, document: dict, argv: Sequence[str] | None) -> Path | None:
+    """Appends a rule refit to ``training_run.json``'s ``rule_refits`` list.
+
+    Args:
+        artifacts_dir: the folder holding ``training_run.json``.
+        document: the refitted rule (from :func:`fit_rule`).
+        argv: the command line, or None.
+
+    Returns:
+        The file updated, or None when there is no ``training_run.json``.
+    """
+    path = Path(artifacts_dir) / TRAINING_RUN_FILENAME
+    if not path.exists():
+        return None
+    run = json.loads(path.read_text())
+    run.setdefault("rule_refits", []).append(
+        {
+            "command": shlex.join(argv) if argv is not None else None,
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "target_precision": document["target_precision"],
+            "max_off_category_filed": document["fitted_on"]["max_off_category_filed"],
+        }
+    )
+    path.write_text(json.dumps(run, indent=2) + "\n")
+    return path

@@ -13,7 +13,8 @@ FASHION_OFFCLASS_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/clothing
 PREPARE_ARGS ?= $(if $(FASHION_EXTRA_DIR),--extra-dir "$(FASHION_EXTRA_DIR)") \
   $(if $(FASHION_OFFCLASS_DIR),--offclass-dir "$(FASHION_OFFCLASS_DIR)") \
   --calibration 0.5 --offclass-keep-out Blazer,Undershirt
-TRAIN_ARGS ?= --head-epochs 3 --finetune-epochs 10 --turn-probability 0 --orientation-head
+TRAIN_ARGS ?= --head-epochs 3 --finetune-epochs 20 --turn-probability 0 --orientation-head \
+  --target-precision 0.96
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: install system-deps k8s-client lock image-requirements test test-fast lint run serve train export bench clean

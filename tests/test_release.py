@@ -1,14 +1,16 @@
-"""Release version 2 (models/fashion/2) on real photos: the gateway and the nightly job.
+"""Releases 2 and 3 (models/fashion/2, models/fashion/3) on real photos: gateway and nightly job.
 
-Issue 11's acceptance on the committed model: an upright shoe is filed under ``shoes``; the same
-photo turned 90 degrees (pixels turned, no EXIF) is filed under ``shoes`` or ``_uncertain``, never
-another category; a photo of clothing outside the 10 categories, from an off-category label the
-model and its abstain rule never saw (``Blazer/``, kept out whole by ``make train``), lands in
-``_uncertain`` with the reason ``not_a_known_category``. Both versions are served side by side by
-one real local model server, as after a release (version 1 stays for rollback); requests here pin
-nothing, so the latest version (2) answers, and the job's report names it.
+Issue 11's acceptance on each committed version with a rule: an upright shoe is filed under
+``shoes``; the same photo turned 90 degrees (pixels turned, no EXIF) is filed under ``shoes`` or
+``_uncertain``, never another category; a photo of clothing outside the 10 categories, from an
+off-category label the model and its abstain rule never saw (``Blazer/``, kept out whole by
+``make train``), lands in ``_uncertain`` with the reason ``not_a_known_category``. Each release is
+served with the versions before it by one real local model server, as after that release
+(earlier versions stay for rollback); requests here pin nothing, so the release answers, and the
+job's report names it.
 
-The photos were chosen once from version 2's answers; every answer below is asserted exactly.
+The photos were chosen once from version 2's answers; every answer below is each version's own,
+asserted exactly.
 """
 
 from __future__ import annotations
@@ -40,9 +42,27 @@ MODEL_BASE = ROOT / "models" / "fashion"
 OFFCLASS_DIR = Path(os.environ.get("FASHION_OFFCLASS_DIR", DATA_DIR.parent / "clothing-offclass"))
 SHOE = DATA_DIR / "test" / "shoes" / "8648344c-5acb-4f5d-93a1-7e89489489bf.jpg"
 BLAZER = OFFCLASS_DIR / "Blazer" / "64937043-1a83-4440-a5b3-c05f35bbe4fe.jpg"
-TURNED_ANSWERS = {90: ("shoes", False), 180: ("shoes", False), 270: ("shoes", False)}
-"""Version 2's answers for the shoe turned each way: (label, abstain)."""
-RULE = json.loads((MODEL_BASE / "2" / "assets.extra" / "abstain_rule.json").read_text())
+TURNED_ANSWERS = {
+    2: {90: ("shoes", False), 180: ("shoes", False), 270: ("shoes", False)},
+    3: {90: ("shoes", False), 180: ("shoes", False), 270: ("shoes", False)},
+}
+"""Each release's answers for the shoe turned each way: (label, abstain)."""
+BLAZER_KNOWN_PROBABILITY = {2: 0.552, 3: 0.913}
+"""Each release's known probability for the blazer (under its own ``min_known_probability``)."""
+RULE_OUTPUTS = {
+    "probabilities": ("DT_FLOAT", [-1, 10]),
+    "classes": ("DT_STRING", [-1, 10]),
+    "known_probability": ("DT_FLOAT", [-1]),
+    "abstain": ("DT_BOOL", [-1]),
+    "abstain_reason": ("DT_STRING", [-1]),
+}
+"""The signature outputs of a version with an abstain rule (docs/CONTRACTS.md)."""
+
+
+def _rule(version: int) -> dict:
+    return json.loads(
+        (MODEL_BASE / str(version) / "assets.extra" / "abstain_rule.json").read_text()
+    )
 
 
 def _turned(path: Path, degrees: int) -> bytes:
@@ -53,30 +73,32 @@ def _turned(path: Path, degrees: int) -> bytes:
     return out.getvalue()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("release-v2")
-    args = pinned_server_args(folder, MODEL_BASE, [1, 2])
+@pytest.fixture(scope="module", params=[2, 3], ids=["v2", "v3"])
+def stack(request, tmp_path_factory):
+    release = request.param
+    folder = tmp_path_factory.mktemp(f"release-v{release}")
+    args = pinned_server_args(folder, MODEL_BASE, list(range(1, release + 1)))
     with ModelServerProcess(args, log_path=folder / "serving.log") as server:
         env = {"SERVING_GRPC_ADDRESS": server.grpc_address, "CACHE_SIZE": "0"}
         with GatewayProcess(env, log_path=folder / "gateway.log") as gateway:
-            yield {"grpc": server.grpc_address, "url": gateway.url}
+            yield {"grpc": server.grpc_address, "url": gateway.url, "release": release}
 
 
-def _predict(url: str, name: str, data: bytes) -> dict:
+def _predict(stack: dict, name: str, data: bytes) -> dict:
     response = requests.post(
-        f"{url}/predict", files={"image": (name, data, "image/jpeg")}, timeout=60
+        f"{stack['url']}/predict", files={"image": (name, data, "image/jpeg")}, timeout=60
     )
     assert response.status_code == 200, response.text
-    assert response.json()["model"] == {"name": "fashion", "version": 2}
+    assert response.json()["model"] == {"name": "fashion", "version": stack["release"]}
     return response.json()["prediction"]
 
 
-def test_both_versions_load_and_version_2_adds_the_abstain_outputs(stack):
+def test_all_versions_load_and_the_versions_with_a_rule_add_the_abstain_outputs(stack):
     channel = grpc.insecure_channel(stack["grpc"])
     stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
     outputs = {}
-    for version in (1, 2):
+    served = range(1, stack["release"] + 1)
+    for version in served:
         request = protos.get_model_metadata_pb2.GetModelMetadataRequest()
         request.model_spec.name = "fashion"
         request.model_spec.version.value = version
@@ -94,33 +116,31 @@ def test_both_versions_load_and_version_2_adds_the_abstain_outputs(stack):
         "probabilities": ("DT_FLOAT", [-1, 10]),
         "classes": ("DT_STRING", [-1, 10]),
     }
-    assert outputs[2] == {
-        "probabilities": ("DT_FLOAT", [-1, 10]),
-        "classes": ("DT_STRING", [-1, 10]),
-        "known_probability": ("DT_FLOAT", [-1]),
-        "abstain": ("DT_BOOL", [-1]),
-        "abstain_reason": ("DT_STRING", [-1]),
-    }
-    labels = (MODEL_BASE / "2" / "assets.extra" / "labels.txt").read_text().split()
-    assert labels == (MODEL_BASE / "1" / "assets.extra" / "labels.txt").read_text().split()
+    assert {v: outputs[v] for v in served if v > 1} == {v: RULE_OUTPUTS for v in served if v > 1}
+    first = (MODEL_BASE / "1" / "assets.extra" / "labels.txt").read_text().split()
+    for version in served:
+        labels = (MODEL_BASE / str(version) / "assets.extra" / "labels.txt").read_text().split()
+        assert labels == first, version
 
 
 def test_gateway_files_the_shoe_upright_and_turned_and_abstains_on_a_blazer(stack):
-    upright = _predict(stack["url"], SHOE.name, SHOE.read_bytes())
+    release = stack["release"]
+    upright = _predict(stack, SHOE.name, SHOE.read_bytes())
     assert (upright["label"], upright["abstain"], upright["abstain_reason"]) == (
         "shoes",
         False,
         None,
     )
     for degrees in (90, 180, 270):
-        turned = _predict(stack["url"], f"turned-{degrees}.jpg", _turned(SHOE, degrees))
-        # the issue allows shoes or abstain; version 2's own answer, exactly
-        assert (turned["label"], turned["abstain"]) == TURNED_ANSWERS[degrees], degrees
-    blazer = _predict(stack["url"], BLAZER.name, BLAZER.read_bytes())
+        turned = _predict(stack, f"turned-{degrees}.jpg", _turned(SHOE, degrees))
+        # the issue allows shoes or abstain; the version's own answer, exactly
+        assert (turned["label"], turned["abstain"]) == TURNED_ANSWERS[release][degrees], degrees
+    blazer = _predict(stack, BLAZER.name, BLAZER.read_bytes())
     assert (blazer["abstain"], blazer["abstain_reason"]) == (True, "not_a_known_category")
     # the share of probability on the 10 labels is under the version's own threshold
-    assert blazer["known_probability"] == pytest.approx(0.552, abs=0.005)
-    assert blazer["known_probability"] < RULE["min_known_probability"]
+    known = blazer["known_probability"]
+    assert known == pytest.approx(BLAZER_KNOWN_PROBABILITY[release], abs=0.005)
+    assert known < _rule(release)["min_known_probability"]
 
 
 def test_nightly_job_files_them_and_reports_the_reason(stack, tmp_path):
@@ -139,7 +159,7 @@ def test_nightly_job_files_them_and_reports_the_reason(stack, tmp_path):
     result = run(BatchSettings(**dirs, gateway=stack["url"], settle_seconds=0, retry_backoff=0))
     assert result.exit_code == 0
     tree = sorted(str(p.relative_to(dirs["processed"])) for p in dirs["processed"].rglob("*.jpg"))
-    turned_folder = "_uncertain" if TURNED_ANSWERS[90][1] else "shoes"
+    turned_folder = "_uncertain" if TURNED_ANSWERS[stack["release"]][90][1] else "shoes"
     assert tree == sorted(
         ["_uncertain/blazer.jpg", "shoes/shoe.jpg", f"{turned_folder}/shoe-turned-90.jpg"]
     )
@@ -152,6 +172,6 @@ def test_nightly_job_files_them_and_reports_the_reason(stack, tmp_path):
         "shoe-turned-90.jpg": "",
     }
     summary = json.loads((result.report_dir / reports.SUMMARY_NAME).read_text())
-    assert summary["model_versions"] == [2]
+    assert summary["model_versions"] == [stack["release"]]
     assert summary["uncertain_by_reason"] == {"not_a_known_category": 1}
     assert summary["counts_by_category"] == {"_uncertain": 1, "shoes": 2}

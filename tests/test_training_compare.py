@@ -85,7 +85,7 @@ def test_compare_refuses_bad_inputs_with_one_line_before_loading_tensorflow(tmp_
     assert run("--versions", "7") == (
         2,
         f"error: no exported version 7 under {ROOT / 'models' / 'fashion'} (a SavedModel with "
-        "assets.extra/labels.txt); versions there: 1, 2\n",
+        "assets.extra/labels.txt); versions there: 1, 2, 3\n",
     )
     assert run("--versions", "2", "1", "2") == (2, "error: version 2 is given twice\n")
     assert run("--versions", "1", "--min-confidence", "1.5") == (

@@ -11,7 +11,7 @@ from preprocessing.errors import (
     NotAnImageError,
     UnsupportedFormatError,
 )
-from preprocessing.image import DEFAULT_MAX_PIXELS, SPEC, decode, open_image
+from preprocessing.image import DEFAULT_MAX_PIXELS, FORMATS, SPEC, decode, open_image
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -23,5 +23,6 @@ __all__ = [
     "NotAnImageError",
     "UnsupportedFormatError",
     "decode",
+    "FORMATS",
     "open_image",
 ]

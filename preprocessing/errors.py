@@ -36,7 +36,8 @@ class CorruptImageError(ImageError):
 
 
 class UnsupportedFormatError(ImageError):
-    """A recognised image format that Pillow cannot decode (HEIC, AVIF, PDF, ...).
+    """A recognised image format outside the six accepted (``preprocessing.FORMATS``): one Pillow
+    cannot decode (HEIC, AVIF, PDF, ...) or one it could but is not allowed to (EPS, ICO, TGA, ...).
 
     Attributes:
         format_name: the format recognised, e.g. ``"HEIC"``.

@@ -5,8 +5,9 @@ Pure: Pillow and NumPy only, no TensorFlow, Flask or gRPC. The MobileNetV2 scali
 ``keras.applications.mobilenet_v2.preprocess_input``), so no caller can apply it twice or forget it.
 
 Steps, in order (see :data:`SPEC`):
-1. refuse empty bytes, non-images, formats Pillow cannot decode, and images whose *header* declares
-   more than ``max_pixels`` pixels (checked before any pixel is decoded);
+1. refuse empty bytes, non-images, formats outside :data:`FORMATS` (named in the error when
+   recognised), and images whose *header* declares more than ``max_pixels`` pixels (checked before
+   any pixel is decoded);
 2. JPEG only: let libjpeg decode at a reduced DCT scale when the image is at least twice the
    target size on both sides (``Image.draft``), so a 24-megapixel upload costs a fraction of a full
    decode; smaller images are decoded at full size;
@@ -56,6 +57,12 @@ SPEC: Final = {
 }
 """Machine-readable description of this module's contract, recorded in the model card."""
 
+FORMATS: Final = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+"""Pillow format ids :func:`open_image` opens: the six formats its errors name (the JPEG plugin
+also opens the multi-picture JPEG phone cameras write, format MPO). No other Pillow plugin parses
+an upload: EPS (which would run Ghostscript), ICO, TGA, PCX, PPM, SGI and the rest are refused as
+unsupported formats."""
+
 # Formats Pillow cannot decode, recognised by their magic bytes so a caller learns what it sent.
 # Offsets and values are the formats' published file signatures.
 _KNOWN_UNREADABLE: Final = (
@@ -80,11 +87,26 @@ def _sniff_unreadable(data: bytes) -> str | None:
     return None
 
 
+def _other_pillow_format(data: bytes) -> str | None:
+    """The format id of a file some Pillow plugin outside :data:`FORMATS` identifies, else None.
+
+    Only the plugins' header parsers run (``Image.open`` is lazy; no pixel is decoded and no
+    external program such as Ghostscript is started).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                return image.format
+    except Exception:  # no plugin reads it, or its header is broken: not an image we can name
+        return None
+
+
 def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open image bytes lazily and check them against the limits, decoding no pixel.
 
     Args:
-        data: the encoded file, any format Pillow reads.
+        data: the encoded file, one of :data:`FORMATS`.
         max_pixels: largest accepted ``width * height`` declared by the header.
 
     Returns:
@@ -92,7 +114,8 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
 
     Raises:
         EmptyImageError: ``data`` is empty.
-        UnsupportedFormatError: a known image format Pillow cannot decode (HEIC, AVIF, ...).
+        UnsupportedFormatError: a known image format outside :data:`FORMATS`, whether Pillow
+            cannot decode it (HEIC, AVIF, ...) or is not allowed to (EPS, ICO, TGA, ...).
         NotAnImageError: not an image at all.
         ImageTooLargeError: the header declares more than ``max_pixels`` pixels.
     """
@@ -104,11 +127,11 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
             # limit that counts, so a caller may set it higher. Pillow's hard error (~179 MP)
             # stays a ceiling.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as exc:
         raise _over_pillows_ceiling(data, max_pixels) from exc
     except UnidentifiedImageError as exc:
-        fmt = _sniff_unreadable(data)
+        fmt = _sniff_unreadable(data) or _other_pillow_format(data)
         if fmt:
             raise UnsupportedFormatError(fmt) from exc
         raise NotAnImageError("the file is not an image Pillow can identify") from exc
@@ -131,11 +154,14 @@ def _declared_size(data: bytes) -> tuple[int, int] | None:
     """``(width, height)`` an image header declares, read without ``Image.open``'s bomb check.
 
     Only called after that check refused the file, to tell the caller how large it is: the
-    plugin that accepts the first 16 bytes (as ``Image.open`` picks it) parses the header alone.
+    plugin of :data:`FORMATS` that accepts the first 16 bytes (as ``Image.open`` picks it) parses
+    the header alone.
     None if no plugin reads it.
     """
     prefix = data[:16]
-    for name in Image.ID:
+    for name in FORMATS:
+        if name not in Image.OPEN:
+            continue
         factory, accept = Image.OPEN[name]
         accepted = not accept or accept(prefix)
         if isinstance(accepted, str) or not accepted:

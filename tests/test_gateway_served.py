@@ -144,6 +144,9 @@ BAD = {  # filename: (bytes factory, HTTP status, error code)
         "unsupported_format",
     ),
     "huge.png": (_huge_png_header, 413, "image_too_large"),
+    # Pillow reads these, but the gateway opens only the six formats its 415 message names
+    "icon.ico": (lambda: _encode(Image.new("RGB", (16, 16)), "ICO"), 415, "unsupported_format"),
+    "scan.eps": (lambda: _encode(Image.new("RGB", (16, 16)), "EPS"), 415, "unsupported_format"),
 }
 
 
@@ -188,7 +191,10 @@ def test_every_bad_input_gets_its_status_and_code(client, name):
     assert response.status_code == status
     assert response.json["error"]["code"] == code
     if code == "unsupported_format":
-        assert "HEIC" in response.json["error"]["message"]
+        named = {"photo.heic": "HEIC", "icon.ico": "ICO", "scan.eps": "EPS"}[name]
+        assert response.json["error"]["message"] == (
+            f"image format {named} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF"
+        )
 
 
 def test_oversized_bodies_are_413_raw_and_multipart(client):

@@ -288,3 +288,39 @@ def test_all_errors_are_image_errors_and_value_errors():
         assert issubclass(cls, preprocessing.ImageError)
         assert issubclass(cls, ValueError)
     assert issubclass(UnsupportedFormatError, preprocessing.ImageError)
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "TGA", "PCX", "PPM", "SGI", "EPS"])
+def test_pillow_formats_outside_the_six_are_refused_by_name(fmt, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    def no_ghostscript(*args, **kwargs):
+        raise AssertionError("Ghostscript was started")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", no_ghostscript)
+    data = encode(solid((200, 10, 10), size=(32, 32)), fmt)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == fmt  # Pillow itself reads it
+    with pytest.raises(UnsupportedFormatError) as info:
+        preprocessing.decode(data, (32, 32))
+    assert (info.value.code, info.value.format_name) == ("unsupported_format", fmt)
+    assert str(info.value) == (
+        f"image format {fmt} is not supported; send JPEG, PNG, WebP, BMP, GIF or TIFF"
+    )
+
+
+def test_a_phone_cameras_multi_picture_jpeg_decodes_its_first_picture():
+    first, second = solid((255, 0, 0)), solid((0, 0, 255))
+    out = io.BytesIO()
+    first.save(out, "MPO", save_all=True, append_images=[second])
+    with Image.open(io.BytesIO(out.getvalue())) as image:
+        assert (image.format, image.n_frames) == ("MPO", 2)
+    array = preprocessing.decode(out.getvalue(), (16, 16))
+    assert array.shape == (16, 16, 3)
+    assert array[..., 0].min() > 240 and array[..., 2].max() < 15  # red, the first picture
+
+
+def test_the_accepted_formats_are_the_six_the_error_names():
+    assert preprocessing.FORMATS == ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+    for fmt in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"):
+        assert preprocessing.decode(encode(solid((0, 128, 0)), fmt), (8, 8)).shape == (8, 8, 3)

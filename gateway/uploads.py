@@ -99,11 +99,13 @@ _MAX_DIGITS = 18  # every accepted value fits TF Serving's int64 version numbers
 def _int_param(
     raw: str | None, name: str, *, minimum: int, default: int | None, expected: str
 ) -> int | None:
-    """``raw`` as an int of at most ``_MAX_DIGITS`` digits and at least ``minimum``; ``expected``
-    words the accepted values for the message (the 18-digit ceiling means nothing to a caller)."""
+    """``raw`` as an int of at most ``_MAX_DIGITS`` ASCII digits and at least ``minimum``;
+    ``expected`` words the accepted values for the message (the 18-digit ceiling means nothing to
+    a caller). Only ``0-9``: no sign, no spaces, no other script's digits (which Python's ``int``
+    would take)."""
     if raw is None:
         return default
-    if not re.fullmatch(rf"\d{{1,{_MAX_DIGITS}}}", raw.strip()) or int(raw) < minimum:
+    if not re.fullmatch(rf"[0-9]{{1,{_MAX_DIGITS}}}", raw) or int(raw) < minimum:
         raise GatewayError(
             ErrorCode.INVALID_PARAMETER, f"{name} must be {expected}, got {raw[:40]!r}"
         )

@@ -391,6 +391,12 @@ VERSION_RULE = (
         ({"top_k": "-3"}, TOP_K_RULE + "'-3'"),
         ({"top_k": "x"}, TOP_K_RULE + "'x'"),
         ({"top_k": "1" * 19}, TOP_K_RULE + "'1111111111111111111'"),
+        # ASCII digits only: Python's int() would take these three
+        ({"top_k": "\u0663"}, TOP_K_RULE + "'\u0663'"),  # ARABIC-INDIC DIGIT THREE
+        ({"top_k": "+3"}, TOP_K_RULE + "'+3'"),
+        ({"top_k": " 3"}, TOP_K_RULE + "' 3'"),
+        ({"version": "2 "}, VERSION_RULE + "'2 '"),
+        ({"version": "\uff12"}, VERSION_RULE + "'\uff12'"),  # FULLWIDTH DIGIT TWO
         ({"version": "-1"}, VERSION_RULE + "'-1'"),
         ({"version": "1.5"}, VERSION_RULE + "'1.5'"),
         ({"version": "v2"}, VERSION_RULE + "'v2'"),

@@ -45,13 +45,17 @@ COLUMNS = [
     "error",
     "abstain_reason",
     "known_probability",
+    "finished_run",
 ]
 """CSV columns, in order. ``error`` is ``code: message``; ``timestamp`` is the row's last
 ledger change (ISO 8601 UTC); ``confidence`` is the top-1 probability in [0, 1];
 ``abstain_reason`` says why an ``uncertain`` file was not filed under its label
 (``not_a_known_category``, ``low_confidence``; empty otherwise); ``known_probability`` is the
 model version's probability that the photo is one of its labels (empty for a version without
-an abstain rule)."""
+an abstain rule); ``finished_run`` is the run that filed, quarantined or found vanished the file
+(empty while it is left in incoming). ``run_id`` is the run whose report this is: it differs
+from ``finished_run`` for the files of a run killed before its reports, which the next run
+reports (exactly once)."""
 
 STATUSES = (
     "filed",
@@ -130,6 +134,7 @@ def build_table(
                 ),
                 "abstain_reason": _reason(r, status),
                 "known_probability": r.known_probability,
+                "finished_run": r.done_run or "",
             }
         )
     table = pd.DataFrame.from_records(records, columns=COLUMNS)

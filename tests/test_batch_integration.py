@@ -387,4 +387,9 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(stack, dirs, point, nth
     assert rows["status"].value_counts().to_dict() == {"filed": 6, "quarantined": 1}
     with sqlite3.connect(dirs["results"] / LEDGER_NAME) as db:
         attempts = [a for (a,) in db.execute("SELECT attempts FROM files")]
+        runs = [r for (r,) in db.execute("SELECT run_id FROM runs ORDER BY started_at, rowid")]
     assert attempts == [1] * n_files  # nothing classified was sent again
+    assert len(runs) == 2 and set(rows["finished_run"]) <= set(runs)
+    if point == "before_reports":
+        # the killed run filed every file; the rerun reports them, naming who filed them
+        assert (set(rows["run_id"]), set(rows["finished_run"])) == ({runs[1]}, {runs[0]})

@@ -142,6 +142,26 @@ def serve_ports(env: Mapping[str, str]) -> dict[str, int]:
     return ports
 
 
+def log_paths(logs: Path, ports: Mapping[str, int] | None) -> tuple[Path, Path]:
+    """The model server's and the gateway's log files of one stack.
+
+    ``serving.log`` and ``gateway.log`` for free ports (``make run``, the benchmark) and for
+    :data:`SERVE_PORTS`; a stack on moved ports (a second ``make serve`` beside a first) gets
+    ``serving-<GRPC_PORT>.log`` and ``gateway-<GATEWAY_PORT>.log``, so two stacks never write
+    one file.
+
+    Args:
+        logs: the logs folder.
+        ports: :func:`serve_ports`'s mapping, or None.
+
+    Returns:
+        ``(serving log, gateway log)``.
+    """
+    if ports is None or dict(ports) == SERVE_PORTS:
+        return logs / "serving.log", logs / "gateway.log"
+    return logs / f"serving-{ports['GRPC_PORT']}.log", logs / f"gateway-{ports['GATEWAY_PORT']}.log"
+
+
 def server_args(base: Path) -> list[str]:
     """The local model server's command line for the model at ``base`` (make run, serve, bench)."""
     return ["--model_name", MODEL_NAME, "--model_base_path", str(base), *SERVER_FLAGS]
@@ -160,7 +180,7 @@ def start_stack(
 
     Args:
         stack: receives both processes.
-        logs: folder for ``serving.log`` and ``gateway.log``.
+        logs: folder of the two logs (:func:`log_paths`).
         ports: ``serve_ports()``'s mapping, or None for free ports.
         gateway_env: extra gateway environment (e.g. ``CACHE_SIZE=0`` in the benchmark).
         gateway_server: ``"dev"`` or ``"gunicorn"`` (see ``gateway.launcher``).
@@ -177,12 +197,13 @@ def start_stack(
 
     base = ROOT / "models" / MODEL_NAME
     started = time.monotonic()
+    serving_log, gateway_log = log_paths(logs, ports)
     server = ModelServerProcess(
         server_args(base),
         port=ports["GRPC_PORT"] if ports else None,
         rest=True,
         rest_port=ports["REST_PORT"] if ports else None,
-        log_path=logs / "serving.log",
+        log_path=serving_log,
     )
     gateway = GatewayProcess(
         {
@@ -192,7 +213,7 @@ def start_stack(
         },
         server=gateway_server,
         port=ports["GATEWAY_PORT"] if ports else None,
-        log_path=logs / "gateway.log",
+        log_path=gateway_log,
     )
     # Both start at once: the gateway boots (Flask, gRPC, Pillow) while the server imports
     # TensorFlow and loads the model; it answers /health 503 until the model is AVAILABLE.
@@ -203,11 +224,11 @@ def start_stack(
     server.wait_ready()
     _say(
         f"model server ready on {server.grpc_address} (REST {server.rest_url}) in "
-        f"{time.monotonic() - started:.1f} s; log {logs / 'serving.log'}",
+        f"{time.monotonic() - started:.1f} s; log {serving_log}",
         tag,
     )
     gateway.wait_ready()
-    _say(f"gateway healthy on {gateway.url}; log {logs / 'gateway.log'}", tag)
+    _say(f"gateway healthy on {gateway.url}; log {gateway_log}", tag)
     return server, gateway
 
 

@@ -96,6 +96,27 @@ def test_make_serve_listens_on_the_three_ports_from_the_environment(tmp_path):
     assert f"gateway healthy on http://127.0.0.1:{ports['GATEWAY_PORT']}" in log
     assert f"model server ready on 127.0.0.1:{ports['GRPC_PORT']}" in log
     assert stopped in log
+    # a second stack's logs are its own, named by its ports
+    serving_log, gateway_log = local.log_paths(ROOT / "logs", ports)
+    try:
+        assert f"log {serving_log}" in log and f"log {gateway_log}" in log
+        assert serving_log.stat().st_size > 0 and gateway_log.stat().st_size > 0
+    finally:
+        serving_log.unlink(missing_ok=True)
+        gateway_log.unlink(missing_ok=True)
+
+
+@pytest.mark.unit
+def test_a_stack_on_moved_ports_writes_its_own_logs(tmp_path):
+    default = {"GATEWAY_PORT": 8080, "GRPC_PORT": 8500, "REST_PORT": 8501}
+    plain = (tmp_path / "serving.log", tmp_path / "gateway.log")
+    assert local.log_paths(tmp_path, None) == plain
+    assert local.log_paths(tmp_path, default) == plain
+    moved = {"GATEWAY_PORT": 9080, "GRPC_PORT": 9500, "REST_PORT": 9501}
+    assert local.log_paths(tmp_path, moved) == (
+        tmp_path / "serving-9500.log",
+        tmp_path / "gateway-9080.log",
+    )
 
 
 @pytest.mark.unit

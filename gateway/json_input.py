@@ -2,9 +2,11 @@
 
 ``/predict`` takes ``{"image": {"b64": "..."}}`` and ``/predict_batch`` takes
 ``{"instances": [{"b64": "..."}, ...]}``. Standard (``+/``) and URL-safe (``-_``) alphabets are
-both accepted, with or without ``=`` padding. Limits hold before anything is decoded: the body was
-already refused over ``MAX_BODY_BYTES`` (so no image can decode to more), and the image count is
-checked before the first string is decoded. No Flask here: the routes hand over the body bytes.
+both accepted, with or without ``=`` padding, and line-wrapped (MIME, RFC 2045: line breaks and
+other ASCII whitespace are skipped, as ``base64.encodebytes`` and ``base64 -w 76`` write it).
+Limits hold before anything is decoded: the body was already refused over ``MAX_BODY_BYTES`` (so
+no image can decode to more), and the image count is checked before the first string is decoded.
+No Flask here: the routes hand over the body bytes.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import re
 
 from gateway.errors import ErrorCode, GatewayError
 
-_CHAR = r"[A-Za-z0-9+/_\-]"
-B64_PATTERN = rf"^(?:{_CHAR}{{4}})*(?:{_CHAR}{{2,3}})?={{0,2}}$"
+_SPACE = r"[ \t\r\n]"
+_CHAR = rf"[A-Za-z0-9+/_\-]{_SPACE}*"
+B64_PATTERN = rf"^{_SPACE}*(?:(?:{_CHAR}){{4}})*(?:(?:{_CHAR}){{2,3}})?(?:={_SPACE}*){{0,2}}$"
 """What a ``b64`` string may look like: either alphabet, a length base64 can have, up to two
-``=`` of padding (the OpenAPI document states this same pattern)."""
+``=`` of padding, ASCII whitespace anywhere (skipped) (the OpenAPI document states this same
+pattern)."""
 _BASE64 = re.compile(B64_PATTERN)
 _TO_STANDARD = str.maketrans("-_", "+/")
+_WHITESPACE = re.compile(rf"{_SPACE}+")
 
 
 def decode_b64(text: object, where: str) -> bytes:
@@ -36,17 +41,18 @@ def decode_b64(text: object, where: str) -> bytes:
 
     Raises:
         GatewayError: ``invalid_base64`` (400) naming ``where`` for a non-string, a character
-            outside both alphabets, misplaced padding or a length no base64 text can have.
+            outside both alphabets (ASCII whitespace is skipped), misplaced padding or a length no
+            base64 text can have.
     """
     if not isinstance(text, str):
         raise GatewayError(ErrorCode.INVALID_BASE64, f"{where} must be a base64 string")
     if not _BASE64.match(text):
         raise GatewayError(
             ErrorCode.INVALID_BASE64,
-            f"{where} is not base64: only A-Z a-z 0-9 + / (or - _), up to two trailing =, and a "
-            "length base64 can have (never 1 more than a multiple of 4)",
+            f"{where} is not base64: only A-Z a-z 0-9 + / (or - _), line breaks, up to two "
+            "trailing =, and a length base64 can have (never 1 more than a multiple of 4)",
         )
-    body = text.rstrip("=").translate(_TO_STANDARD)
+    body = _WHITESPACE.sub("", text).rstrip("=").translate(_TO_STANDARD)
     try:
         return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -58,6 +64,10 @@ def _load(body: bytes) -> object:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError):
         raise GatewayError(ErrorCode.INVALID_PARAMETER, "the body is not valid JSON") from None
+    except RecursionError:  # arrays or objects nested deeper than the parser's recursion limit
+        raise GatewayError(
+            ErrorCode.INVALID_PARAMETER, "the body's JSON is nested too deeply"
+        ) from None
 
 
 def _json_type(value: object) -> str:

@@ -159,7 +159,8 @@ def _schemas() -> dict:
                     "type": "string",
                     "pattern": B64_PATTERN,
                     "description": "the encoded image file in base64, standard (+/) or URL-safe "
-                    "(-_) alphabet, '=' padding optional; 400 invalid_base64 otherwise",
+                    "(-_) alphabet, '=' padding optional, line breaks skipped (MIME); 400 "
+                    "invalid_base64 otherwise",
                 }
             },
         },

@@ -81,7 +81,9 @@ def test_json_base64_in_both_alphabets_with_and_without_padding(tiny_server):
     multipart = client.post(
         "/predict", data={"image": (io.BytesIO(data), "a.png")}, content_type="multipart/form-data"
     )
-    for text in (standard, urlsafe, standard.rstrip("="), urlsafe.rstrip("=")):
+    wrapped = base64.encodebytes(data).decode()  # MIME: a line break every 76 characters
+    assert wrapped.count("\n") == -(-len(standard) // 76)
+    for text in (standard, urlsafe, standard.rstrip("="), urlsafe.rstrip("="), wrapped):
         response = client.post("/predict?top_k=2", json={"image": {"b64": text}})
         assert response.status_code == 200, response.json
         assert response.json["model"] == {"name": "fashion", "version": LATEST}
@@ -131,6 +133,18 @@ def test_json_input_errors_have_exact_codes(tiny_server):
         assert named in response.json["error"]["message"]
     broken = client.post("/predict", data=b"{not json", content_type="application/json")
     assert (broken.status_code, broken.json["error"]["code"]) == (400, "invalid_parameter")
+    # nested deeper than the JSON parser's recursion limit (2 KB): a 400, not a 500
+    for path, key in (("/predict", "image"), ("/predict_batch", "instances")):
+        deep = f'{{"{key}":' + "[" * 1000 + "]" * 1000 + "}"
+        response = client.post(path, data=deep.encode(), content_type="application/json")
+        assert response.status_code == 400, path
+        assert response.json["error"] == {
+            "code": "invalid_parameter",
+            "message": "the body's JSON is nested too deeply",
+        }
+    # whitespace is skipped, but a wrapped text must still be base64 once it is gone
+    response = client.post("/predict", json={"image": {"b64": "ab\ncde"}})
+    assert (response.status_code, response.json["error"]["code"]) == (400, "invalid_base64")
     # valid base64 of bytes that are no image: the image decoder's own code
     text = base64.b64encode(b"just text, no photo").decode()
     response = client.post("/predict", json={"image": {"b64": text}})

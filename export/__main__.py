@@ -107,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
         help="also compare outputs with this Keras model on sample images",
     )
     verify.add_argument(
+        "--as-version",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the folder is staged under another name (e.g. models/fashion/.incoming-7) and is "
+        "to be renamed to version N: check the model card says N instead of checking the name",
+    )
+    verify.add_argument(
         "--data-dir",
         type=Path,
         default=None,
@@ -155,7 +163,9 @@ def _verify(args: argparse.Namespace) -> int:
         reference = keras.models.load_model(args.model, compile=False)
         size = signature.input_size(reference)
         sample_images = samples.load(32, size, args.data_dir).images
-    checks = verify.verify(args.folder, reference=reference, samples=sample_images)
+    checks = verify.verify(
+        args.folder, reference=reference, samples=sample_images, as_version=args.as_version
+    )
     for check in checks:
         print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<14} {check.detail}")
     ok = verify.passed(checks)

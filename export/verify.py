@@ -99,9 +99,16 @@ def _check_name(folder: Path) -> Check:
         return Check(
             "folder name",
             False,
-            f"{folder.name!r} is not a canonical positive version number (e.g. '1')",
+            f"{folder.name!r} is not a canonical positive version number (e.g. '1'); a folder "
+            "staged under another name is checked with --as-version N",
         )
     return Check("folder name", True, f"version {number}")
+
+
+def _check_staged_as(as_version: int) -> Check:
+    if as_version < 1:
+        return Check("folder name", False, f"--as-version {as_version} is not a positive version")
+    return Check("folder name", True, f"staged, to be renamed to {as_version}")
 
 
 def _check_files(folder: Path) -> Check:
@@ -232,7 +239,7 @@ def _check_labels(folder: Path, found: _Found) -> Check:
     return Check("labels", True, f"{len(found.labels)} labels: {', '.join(found.labels)}")
 
 
-def _check_card(folder: Path, found: _Found, expect_version_name: bool) -> Check:
+def _check_card(folder: Path, found: _Found, expected_version: int | None) -> Check:
     try:
         card = model_card.read(folder / ASSETS_EXTRA / model_card.FILENAME)
     except (OSError, ValueError) as exc:
@@ -244,8 +251,11 @@ def _check_card(folder: Path, found: _Found, expect_version_name: bool) -> Check
     shape = card.get("signature", {}).get("inputs", {}).get(INPUT_IMAGES, {}).get("shape")
     if found.height and shape != [-1, found.height, found.width, 3]:
         problems.append(f"input shape {shape} differs from the signature's")
-    if expect_version_name and parse_version(folder.name) != card.get("version"):
-        problems.append(f"card says version {card.get('version')}, folder is {folder.name!r}")
+    if expected_version is not None and expected_version != card.get("version"):
+        problems.append(
+            f"card says version {card.get('version')}, the folder is to be version "
+            f"{expected_version} ({folder.name!r})"
+        )
     if problems:
         return Check("model card", False, "; ".join(problems))
     accuracy = (card.get("metrics") or {}).get("accuracy")
@@ -423,6 +433,7 @@ def verify(
     reference: Any = None,
     samples: np.ndarray | None = None,
     expect_version_name: bool = True,
+    as_version: int | None = None,
 ) -> list[Check]:
     """Run every check on a version (or staging) folder.
 
@@ -433,6 +444,8 @@ def verify(
         samples: ``uint8`` images ``(N, H, W, 3)`` for the reference comparison.
         expect_version_name: check that the folder name is a canonical version number and the
             card's version (off for a staging folder).
+        as_version: a folder staged by hand under a non-version name (``.incoming-7``): the
+            version it is to be renamed to, checked against the card instead of the name.
 
     Returns:
         The checks in order: folder name (if expected), files, signature, labels, model card,
@@ -440,7 +453,14 @@ def verify(
         is given, "matches Keras" (no rule) or "matches rule" (the rule's NumPy reference).
     """
     found = _Found()
-    checks = [_check_name(folder)] if expect_version_name else []
+    if as_version is not None:
+        checks = [_check_staged_as(as_version)]
+        expected_version = as_version
+    elif expect_version_name:
+        checks = [_check_name(folder)]
+        expected_version = parse_version(folder.name)
+    else:
+        checks, expected_version = [], None
     if not folder.is_dir():
         return checks + [Check("files", False, f"{folder} is not a directory")]
     checks.append(_check_files(folder))
@@ -448,7 +468,7 @@ def verify(
         return checks
     checks.append(_check_signature(folder, found))
     checks.append(_check_labels(folder, found))
-    checks.append(_check_card(folder, found, expect_version_name))
+    checks.append(_check_card(folder, found, expected_version))
     rule_check = _check_rule(folder, found)
     if rule_check is not None:
         checks.append(rule_check)

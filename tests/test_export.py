@@ -402,3 +402,29 @@ def test_committed_release_version_verifies(capsys):
     assert 0.0 <= card["metrics"]["accuracy"] <= 1.0
     assert set(card["dataset"]["split_counts"]) == {"train", "validation", "test"}
     assert card["dataset"]["split_counts"]["test"] == len(list(DATA_DIR.glob("test/*/*.jpg")))
+
+
+def test_verify_checks_a_folder_staged_by_hand_against_the_version_it_will_become(
+    published, tmp_path, capsys
+):
+    card = json.loads((published["version"] / "assets.extra" / "model_card.json").read_text())
+    staged = tmp_path / "fashion" / f".incoming-{card['version']}"
+    shutil.copytree(published["version"], staged)
+    # by its name alone it cannot pass, and the message says what to do
+    assert main(["verify", str(staged)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        f"FAIL folder name    '{staged.name}' is not a canonical positive version number "
+        "(e.g. '1'); a folder staged under another name is checked with --as-version N"
+    )
+    assert main(["verify", "--as-version", str(card["version"]), str(staged)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"ok   folder name    staged, to be renamed to {card['version']}"
+    assert lines[-1] == f"{staged}: verified"
+    other = card["version"] + 6
+    assert main(["verify", "--as-version", str(other), str(staged)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [x for x in lines if x.startswith("FAIL")] == [
+        f"FAIL model card     card says version {card['version']}, the folder is to be "
+        f"version {other} ('{staged.name}')"
+    ]

@@ -235,6 +235,16 @@ class Ledger:
         self._db.execute("UPDATE runs SET reports_done = 1 WHERE run_id = ?", (run_id,))
         return cur.rowcount
 
+    def unreported_finished_by(self, run_id: str) -> int:
+        """How many files ``run_id`` filed, quarantined or found vanished that no report lists
+        yet (the next report claims them)."""
+        (count,) = self._db.execute(
+            "SELECT COUNT(*) FROM files WHERE done_run = ? AND reported_run IS NULL AND state IN "
+            "('filed', 'quarantined', 'vanished')",
+            (run_id,),
+        ).fetchone()
+        return int(count)
+
     # -- rows ------------------------------------------------------------------------------
     def get(self, row_id: int) -> FileRow:
         """The row with this id.

@@ -274,11 +274,12 @@ class Runner:
             if csv and Path(csv).is_file():
                 self.ledger.confirm_reports(run_id)
             else:
-                released = self.ledger.release_reports(run_id)
+                self.ledger.release_reports(run_id)
                 log.warning(
-                    "run %s ended without reports; %d rows go to this run's report",
+                    "run %s ended without reports; the %d files it finished go to this run's "
+                    "report (column finished_run names it)",
                     run_id,
-                    released,
+                    self.ledger.unreported_finished_by(run_id),
                 )
 
     def _recover_moves(self) -> None:

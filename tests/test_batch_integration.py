@@ -393,3 +393,5 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(stack, dirs, point, nth
     if point == "before_reports":
         # the killed run filed every file; the rerun reports them, naming who filed them
         assert (set(rows["run_id"]), set(rows["finished_run"])) == ({runs[1]}, {runs[0]})
+        said = f"run {runs[0]} ended without reports; the {n_files} files it finished go to"
+        assert said in rerun.stderr

@@ -142,6 +142,30 @@ def serve_ports(env: Mapping[str, str]) -> dict[str, int]:
     return ports
 
 
+def check_ports_free(ports: Mapping[str, int], host: str = "127.0.0.1") -> None:
+    """Refuses ports another process holds, before anything starts.
+
+    Without it a taken gRPC port let ``make serve`` probe the other stack's server and report
+    itself ready, and a taken gateway port ended in a traceback.
+
+    Args:
+        ports: :func:`serve_ports`'s mapping.
+        host: the address both processes bind.
+
+    Raises:
+        ValueError: one line naming the variable, the port and the system's reason.
+    """
+    from serving.ports import PortError, check_free
+
+    for name, port in ports.items():
+        try:
+            check_free(host, port, "TCP")
+        except PortError as exc:
+            raise ValueError(
+                f"{name}={port} is in use ({exc}): stop what holds it or set {name} to a free port"
+            ) from None
+
+
 def log_paths(logs: Path, ports: Mapping[str, int] | None) -> tuple[Path, Path]:
     """The model server's and the gateway's log files of one stack.
 
@@ -355,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve:
         try:
             ports = serve_ports(os.environ)
+            check_ports_free(ports)
         except ValueError as exc:
             _say(str(exc), SERVE_TAG)
             return EXIT_CONFIG

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -154,6 +155,7 @@ def start_stack(stack, logs, *, ports, tag):
 
 serving.versions.versions_on_disk = lambda base: {1: base}  # whatever models/ holds now
 local.start_stack = start_stack
+local.check_ports_free = lambda ports: None  # nothing binds them here
 sys.exit(local.main(["--serve"]))
 """
 
@@ -220,6 +222,28 @@ def test_serve_stops_the_pair_and_exits_1_when_one_process_dies():
     assert lines[2:] == [
         "both processes stopped",
         "[make serve] stopped: the gateway exited (signal SIGKILL)",
+    ]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("taken_name", ["GATEWAY_PORT", "GRPC_PORT"])
+def test_serve_refuses_a_port_another_process_holds_before_starting(
+    monkeypatch, capsys, taken_name
+):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(serving.versions, "versions_on_disk", lambda base: {1: base})
+    monkeypatch.setattr(local, "start_stack", lambda *a, **k: pytest.fail("started anyway"))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        taken = holder.getsockname()[1]
+        for name in ("GATEWAY_PORT", "GRPC_PORT", "REST_PORT"):
+            monkeypatch.setenv(name, str(taken if name == taken_name else free_port()))
+        assert local.main(["--serve"]) == 78
+    assert capsys.readouterr().out.splitlines() == [
+        f"[make serve] {taken_name}={taken} is in use (cannot bind TCP port {taken} on "
+        f"127.0.0.1: Address already in use): stop what holds it or set {taken_name} to a "
+        "free port"
     ]
 
 

@@ -140,7 +140,8 @@ class BatchSettings:
         if not self.gateway.startswith(("http://", "https://")):
             raise ConfigError(f"--gateway must be an http(s) URL, got {self.gateway!r}")
         if not self.incoming.is_dir():
-            raise ConfigError(f"incoming folder {self.incoming} does not exist")
+            state = "is not a folder" if self.incoming.exists() else "does not exist"
+            raise ConfigError(f"incoming folder {self.incoming} {state}")
         for name in ("processed", "quarantine", "results", "logs"):
             path = getattr(self, name)
             if path == self.incoming or path.is_relative_to(self.incoming):

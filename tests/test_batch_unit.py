@@ -214,6 +214,10 @@ def test_settings_reject_bad_values(tmp_path):
         BatchSettings(**{**base, "processed": tmp_path / "out"}).validate()
     with pytest.raises(ConfigError, match="does not exist"):
         BatchSettings(**{**base, "incoming": tmp_path / "missing"}).validate()
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    with pytest.raises(ConfigError) as info:
+        BatchSettings(**{**base, "incoming": tmp_path / "notes.txt"}).validate()
+    assert str(info.value) == f"incoming folder {tmp_path / 'notes.txt'} is not a folder"
     with pytest.raises(ConfigError, match="http"):
         BatchSettings(**base, gateway="localhost:8080").validate()
 

@@ -1,4 +1,5 @@
-"""Command line: ``python -m training prepare|train|evaluate`` (each with ``--help``).
+"""Command line: ``python -m training prepare|train|orient|calibrate|evaluate|compare`` (each with
+``--help``).
 
 TensorFlow is imported only by the sub-commands that need it, so ``prepare`` and ``--help`` stay
 fast.

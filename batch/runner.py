@@ -349,9 +349,11 @@ class Runner:
         chunks = [rows[i : i + self.s.chunk_size] for i in range(0, len(rows), self.s.chunk_size)]
         progress = _Progress(len(rows), self.s.progress_every)
         log.info(
-            "classifying %d images in %d requests (concurrency %d)",
+            "classifying %d images in %d chunks of up to %d (concurrency %d; a chunk the "
+            "gateway refuses as too large is sent again in halves)",
             len(rows),
             len(chunks),
+            self.s.chunk_size,
             self.s.concurrency,
         )
         with ThreadPoolExecutor(self.s.concurrency, thread_name_prefix="predict") as pool:

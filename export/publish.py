@@ -222,9 +222,7 @@ def _write_version(
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     model_card.write(card, extra / model_card.FILENAME)
-    checks = verify.verify(
-        staging, reference=model, samples=sample.images, expect_version_name=False
-    )
+    checks = verify.verify(staging, reference=model, samples=sample.images, as_version=version)
     for check in checks:
         log.info("verify %-14s %s  %s", check.name, "ok  " if check.ok else "FAIL", check.detail)
     if not verify.passed(checks):

@@ -240,6 +240,8 @@ def _check_labels(folder: Path, found: _Found) -> Check:
 
 
 def _check_card(folder: Path, found: _Found, expected_version: int | None) -> Check:
+    """The card's labels and input shape match the SavedModel, and its version is
+    ``expected_version`` (None: the folder name is no version, already a failed check)."""
     try:
         card = model_card.read(folder / ASSETS_EXTRA / model_card.FILENAME)
     except (OSError, ValueError) as exc:
@@ -432,7 +434,6 @@ def verify(
     *,
     reference: Any = None,
     samples: np.ndarray | None = None,
-    expect_version_name: bool = True,
     as_version: int | None = None,
 ) -> list[Check]:
     """Run every check on a version (or staging) folder.
@@ -442,25 +443,24 @@ def verify(
         reference: optional Keras model the SavedModel was made from; its probabilities on
             ``samples`` must match within :data:`REFERENCE_TOLERANCE`.
         samples: ``uint8`` images ``(N, H, W, 3)`` for the reference comparison.
-        expect_version_name: check that the folder name is a canonical version number and the
-            card's version (off for a staging folder).
-        as_version: a folder staged by hand under a non-version name (``.incoming-7``): the
-            version it is to be renamed to, checked against the card instead of the name.
+        as_version: for a folder staged under a non-version name (export's
+            ``.staging-<v>-<pid>``, or ``.incoming-7`` by hand), the version it is to be renamed
+            to, checked against the card instead of the folder name; None = the folder name
+            must be a canonical version number matching the card.
 
     Returns:
-        The checks in order: folder name (if expected), files, signature, labels, model card,
-        abstain rule (for a version with one), load, warm-up, outputs, and, when a reference
-        is given, "matches Keras" (no rule) or "matches rule" (the rule's NumPy reference).
+        The checks in order: folder name (or the staged-as version), files, signature, labels,
+        model card, abstain rule (for a version with one), load, warm-up, outputs, and, when a
+        reference is given, "matches Keras" (no rule) or "matches rule" (the rule's NumPy
+        reference).
     """
     found = _Found()
     if as_version is not None:
         checks = [_check_staged_as(as_version)]
         expected_version = as_version
-    elif expect_version_name:
+    else:
         checks = [_check_name(folder)]
         expected_version = parse_version(folder.name)
-    else:
-        checks, expected_version = [], None
     if not folder.is_dir():
         return checks + [Check("files", False, f"{folder} is not a directory")]
     checks.append(_check_files(folder))

@@ -283,6 +283,24 @@ def test_failed_verification_publishes_nothing(source, tmp_path, monkeypatch, ca
     assert os.listdir(base) == []
 
 
+def test_a_staged_card_naming_another_version_publishes_nothing(
+    source, tmp_path, monkeypatch, capsys
+):
+    build = model_card.build
+
+    def off_by_one(**kwargs):
+        return {**build(**kwargs), "version": kwargs["version"] + 1}
+
+    monkeypatch.setattr("export.model_card.build", off_by_one)
+    base = tmp_path / "fashion"
+    assert main(_export_argv(source, base)) == 1
+    err = capsys.readouterr().err
+    assert (
+        "verification failed: model card: card says version 2, the folder is to be version 1" in err
+    )
+    assert os.listdir(base) == []
+
+
 def test_interrupted_export_leaves_no_folder(source, tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt

@@ -223,17 +223,11 @@ class Ledger:
         """Marks a crashed run's reports as complete (its CSV was found on disk)."""
         self._db.execute("UPDATE runs SET reports_done = 1 WHERE run_id = ?", (run_id,))
 
-    def release_reports(self, run_id: str) -> int:
-        """Hands the rows a crashed run claimed but never reported back to the next report.
-
-        Returns:
-            Number of rows released.
-        """
-        cur = self._db.execute(
-            "UPDATE files SET reported_run = NULL WHERE reported_run = ?", (run_id,)
-        )
+    def release_reports(self, run_id: str) -> None:
+        """Hands the rows a crashed run claimed but never reported back to the next report
+        (:meth:`unreported_finished_by` then counts them with the rest of that run's files)."""
+        self._db.execute("UPDATE files SET reported_run = NULL WHERE reported_run = ?", (run_id,))
         self._db.execute("UPDATE runs SET reports_done = 1 WHERE run_id = ?", (run_id,))
-        return cur.rowcount
 
     def unreported_finished_by(self, run_id: str) -> int:
         """How many files ``run_id`` filed, quarantined or found vanished that no report lists

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -607,3 +608,35 @@ def test_browsers_get_the_page_and_api_clients_keep_json(closed_address):
     assert info.status_code == 200
     assert info.json["service"] == "fashion-gateway"
     assert "GET /ui" in info.json["endpoints"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "aGk=",
+        "aGk",
+        "aGVsbG8-_w",
+        "aGVs\nbG8=\n",
+        " aGVsbG8= ",
+        "aG\r\nk=",
+        "aGk==",  # two = after three characters: a length base64 can have, padding ignored
+        "a",
+        "aGk=a",
+        "ab=cd",
+        "aGk===",
+        "a$Gk",
+        "aGk\u00a0=",  # a non-ASCII space is not skipped
+        "",
+    ],
+)
+def test_decode_b64_accepts_exactly_what_the_documented_pattern_allows(text):
+    from gateway.json_input import B64_PATTERN, decode_b64
+
+    documented = re.fullmatch(B64_PATTERN, text) is not None
+    try:
+        decode_b64(text, "image.b64")
+        accepted = True
+    except GatewayError as exc:
+        assert exc.code is ErrorCode.INVALID_BASE64
+        accepted = False
+    assert accepted == documented

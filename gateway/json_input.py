@@ -106,6 +106,25 @@ def _b64_of(item: object, where: str) -> object:
     return item["b64"]
 
 
+QUERY_PARAMETERS = ("top_k", "version", "version_label")
+"""The options of ``/predict`` and ``/predict_batch``: query string only; a JSON body naming one
+is refused, not ignored."""
+
+
+def _no_query_parameters(doc: dict, path: str) -> None:
+    """Refuses a body that carries a query parameter, which would otherwise be silently ignored.
+
+    Raises:
+        GatewayError: ``invalid_parameter`` (400) naming the key and the query string to use.
+    """
+    for name in QUERY_PARAMETERS:
+        if name in doc:
+            raise GatewayError(
+                ErrorCode.INVALID_PARAMETER,
+                f"{name} is a query parameter, not a body field: send {path}?{name}=...",
+            )
+
+
 def single_image(body: bytes) -> bytes:
     """The image of a JSON ``/predict`` body ``{"image": {"b64": "..."}}``.
 
@@ -117,10 +136,13 @@ def single_image(body: bytes) -> bytes:
 
     Raises:
         GatewayError: ``invalid_parameter`` (400) not JSON, or ``image`` is not an object
-            (e.g. a bare string or a number); ``missing_field`` (400) no ``image`` (or null) or
-            no ``image.b64``; ``invalid_base64`` (400).
+            (e.g. a bare string or a number), or the body names a query parameter
+            (``top_k``, ``version``, ``version_label``); ``missing_field`` (400) no ``image``
+            (or null) or no ``image.b64``; ``invalid_base64`` (400).
     """
     doc = _load(body)
+    if isinstance(doc, dict):
+        _no_query_parameters(doc, "/predict")
     if not isinstance(doc, dict) or "image" not in doc:
         raise GatewayError(ErrorCode.MISSING_FIELD, 'send {"image": {"b64": "<base64 image>"}}')
     return decode_b64(_b64_of(doc["image"], "image"), "image.b64")
@@ -137,13 +159,15 @@ def batch_images(body: bytes, *, max_images: int) -> list[bytes]:
         The image bytes in input order.
 
     Raises:
-        GatewayError: ``invalid_parameter`` (400) not JSON, ``instances`` not a list or an
-            instance that is not an object; ``missing_field`` (400) no or empty ``instances``
-            or an instance without ``b64``;
+        GatewayError: ``invalid_parameter`` (400) not JSON, ``instances`` not a list, an
+            instance that is not an object, or the body names a query parameter;
+            ``missing_field`` (400) no or empty ``instances`` or an instance without ``b64``;
             ``too_many_images`` (413) over ``max_images`` (before decoding any);
             ``invalid_base64`` (400) naming the first bad index.
     """
     doc = _load(body)
+    if isinstance(doc, dict):
+        _no_query_parameters(doc, "/predict_batch")
     if not isinstance(doc, dict) or "instances" not in doc:
         raise GatewayError(
             ErrorCode.MISSING_FIELD, 'send {"instances": [{"b64": "<base64 image>"}, ...]}'

@@ -65,9 +65,17 @@ def query_options(request: Request, settings: Settings) -> QueryOptions:
             1..10**18-1 (larger than the class count lists every class), a version that is not an
             integer in 0..10**18-1, a label outside ``[A-Za-z0-9_.-]{1,64}``, or both a
             version and a label (TF Serving's ModelSpec takes one of them). The messages state
-            the bounds in words, not as the 18-digit ceiling.
+            the bounds in words, not as the 18-digit ceiling; any of the three given more
+            than once (``?top_k=3&top_k=5``: which one was meant is unknown).
     """
     args = request.args
+    for name in json_input.QUERY_PARAMETERS:
+        given = args.getlist(name)
+        if len(given) > 1:
+            raise GatewayError(
+                ErrorCode.INVALID_PARAMETER,
+                f"{name} is given {len(given)} times in the query; give it once",
+            )
     top_k = _int_param(
         args.get("top_k"),
         "top_k",

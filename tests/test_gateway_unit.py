@@ -640,3 +640,45 @@ def test_decode_b64_accepts_exactly_what_the_documented_pattern_allows(text):
         assert exc.code is ErrorCode.INVALID_BASE64
         accepted = False
     assert accepted == documented
+
+
+@pytest.mark.parametrize(
+    ("query", "name", "times"),
+    [
+        ([("top_k", "3"), ("top_k", "5")], "top_k", 2),
+        ([("version", "1"), ("version", "1"), ("version", "2")], "version", 3),
+        ([("version_label", "stable"), ("version_label", "canary")], "version_label", 2),
+    ],
+)
+def test_a_query_parameter_given_twice_is_refused_not_first_wins(
+    closed_address, query, name, times
+):
+    client = _client(closed_address)
+    for path in ("/predict", "/predict_batch"):
+        response = client.post(path, data=b"x", content_type="image/png", query_string=query)
+        assert (response.status_code, response.json["error"]) == (
+            400,
+            {
+                "code": "invalid_parameter",
+                "message": f"{name} is given {times} times in the query; give it once",
+            },
+        )
+
+
+@pytest.mark.parametrize("name", ["top_k", "version", "version_label"])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/predict", {"image": {"b64": "aGk="}}),
+        ("/predict_batch", {"instances": [{"b64": "aGk="}]}),
+    ],
+)
+def test_a_query_parameter_in_a_json_body_is_refused_not_ignored(closed_address, path, body, name):
+    response = _client(closed_address).post(path, json={**body, name: 5})
+    assert (response.status_code, response.json["error"]) == (
+        400,
+        {
+            "code": "invalid_parameter",
+            "message": f"{name} is a query parameter, not a body field: send {path}?{name}=...",
+        },
+    )

@@ -347,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rows = collect(args.results)
     frame = table(rows[-args.last :] if args.last > 0 else rows)
-    print(frame.to_string(index=False) if len(frame) else "no runs yet")
+    print(frame.fillna("-").to_string(index=False) if len(frame) else "no runs yet")
     if not args.no_index:
         print(f"index: {refresh_index(args.results)}", file=sys.stderr)
     return 0

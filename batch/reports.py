@@ -212,7 +212,8 @@ def summarise(
         ``{"low_confidence": 3, "not_a_known_category": 1}``), ``confidence`` statistics
         (count, mean, std, min, p25, median, p75, max, over rows with a prediction),
         ``model_versions``, ``duration_seconds``, ``images_sent`` and ``images_per_second``
-        (images answered / duration).
+        (images answered / duration; None when no image was sent, e.g. a run that only finished
+        the files of a run killed before it: its rate is not 0, there is none).
     """
     by_status = {k: int(v) for k, v in table["status"].value_counts().sort_index().items()}
     filed = table[table["status"].isin(["filed", "would_file"])]
@@ -246,7 +247,9 @@ def summarise(
         "model_versions": versions,
         "duration_seconds": round(duration, 3),
         "images_sent": images_sent,
-        "images_per_second": round(images_sent / duration, 3) if duration > 0 else None,
+        "images_per_second": (
+            round(images_sent / duration, 3) if duration > 0 and images_sent > 0 else None
+        ),
     }
 
 
@@ -287,6 +290,12 @@ def _thumbnail_tag(path: str, caption: str) -> str:
     except Exception:  # noqa: BLE001 - quarantined files are unreadable by design
         img = '<div class="broken">no preview</div>'
     return f"<figure>{img}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def _rate_text(images_per_second: float | None) -> str:
+    if images_per_second is None:
+        return "no images sent to the gateway"
+    return f"{images_per_second} images/s"
 
 
 def _drift_section(summary: dict[str, Any]) -> str:
@@ -342,7 +351,7 @@ width:{THUMBNAIL_PX + 12}px;font-size:11px;word-break:break-all}}
 text-align:center}}</style></head><body>
 <h1>Batch run {html.escape(summary["run_id"])}{" (dry run)" if summary["dry_run"] else ""}</h1>
 <p>{summary["files"]} files, exit code {summary["exit_code"]}, {summary["duration_seconds"]} s,
-{summary["images_per_second"]} images/s, model versions {summary["model_versions"]}.</p>
+{_rate_text(summary["images_per_second"])}, model versions {summary["model_versions"]}.</p>
 <h2>Files by status</h2>{statuses.to_html(index=False)}
 <h2>Images per category</h2>{counts.to_html(index=False)}
 <h2>Uncertain images per reason</h2>{rule_line}{reason_table}

@@ -126,3 +126,45 @@ def test_only_moves_out_of_the_filed_place_are_corrections(tmp_path):
     assert lines[1].startswith(
         f"{processed / 'hat' / 'a-renamed.jpg'},hat,_uncertain,t-shirt,0.4,r1,"
     )
+
+
+def test_a_run_that_sent_no_image_has_no_rate_not_zero(tmp_path, capsys):
+    """A run that only finished a killed run's files sent nothing: its rate is none, not 0."""
+    from batch import reports
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    row = ledger.discover("/in/a.jpg", "aa", 2, "r1")
+    ledger.classify(
+        row.id,
+        outcome="category",
+        category="shoes",
+        confidence=0.9,
+        top3=None,
+        model_version=3,
+        error_code=None,
+        error_message=None,
+        run_id="r1",
+    )
+    ledger.start_move(row.id, "/out/shoes/a.jpg")
+    ledger.finish(row.id, "filed", "r2")  # the killed run r1 answered it; r2 only moved it
+    table = reports.build_table([ledger.get(row.id)], "r2")
+    ledger.close()
+    results = tmp_path / "results"
+    reports.write_reports(
+        table,
+        results / "r2",
+        run_id="r2",
+        duration=0.5,
+        images_sent=0,
+        exit_code=0,
+        dry_run=False,
+    )
+    summary = json.loads((results / "r2" / "summary.json").read_text())
+    assert (summary["images_sent"], summary["images_per_second"]) == (0, None)
+    page = (results / "r2" / "report.html").read_text()
+    assert "no images sent to the gateway" in page and "images/s" not in page
+
+    assert history.main(["--results", str(results), "--no-index"]) == 0
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split()[-5:] == ["duration_s", "images_s", "exit", "model", "drift"]
+    assert line.split() == ["r2", "1", "1", "0", "0", "0", "0.9", "0.5", "-", "0", "3"]

@@ -15,6 +15,8 @@ would). Never set in production. Points, in the order a file passes them:
 - ``after_move_before_ledger``: the file is at its destination only; the ledger still says
   ``moving``.
 - ``before_reports``: every file is filed; the run's reports are not written yet.
+- ``during_reports``: the report page and summary are written in the run's staging folder, the
+  CSV is not; nothing of the run is under its final name.
 - ``after_reports``: the reports are written; the ledger does not know yet.
 """
 
@@ -35,6 +37,7 @@ POINTS = frozenset(
         "after_link_before_unlink",
         "after_move_before_ledger",
         "before_reports",
+        "during_reports",
         "after_reports",
     }
 )

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from batch.reports import HTML_NAME, SUMMARY_NAME, atomic_write
+from batch.reports import HTML_NAME, STAGING_PREFIX, SUMMARY_NAME, atomic_write
 
 log = logging.getLogger("batch")
 
@@ -156,7 +156,11 @@ def collect(results: Path) -> list[RunRow]:
     ledger = _ledger_runs(results)
     run_ids = set(ledger)
     if results.is_dir():
-        run_ids |= {p.parent.name for p in results.glob(f"*/{SUMMARY_NAME}")}
+        run_ids |= {
+            p.parent.name
+            for p in results.glob(f"*/{SUMMARY_NAME}")
+            if not p.parent.name.startswith(STAGING_PREFIX)  # a killed run's unpublished reports
+        }
     rows = []
     for run_id in run_ids:
         info = ledger.get(run_id, {})

@@ -14,12 +14,14 @@ import io
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from batch import failpoints
 from batch.filing import display_path, fsync_dir
 from batch.ledger import FileRow
 
@@ -27,6 +29,23 @@ CSV_NAME = "report.csv"
 SUMMARY_NAME = "summary.json"
 HTML_NAME = "report.html"
 HISTOGRAM_NAME = "confidence.png"
+STAGING_PREFIX = ".staging-"
+"""A run's reports are written in ``<results>/.staging-<run_id>`` and renamed to ``<run_id>``
+when whole: a run killed while writing them leaves no half report that history would count."""
+
+
+def staging_dir(report_dir: Path) -> Path:
+    """Where the reports of ``report_dir`` (``<results>/<run_id>``) are written before renaming.
+
+    Args:
+        report_dir: the run's final report folder.
+
+    Returns:
+        ``<results>/.staging-<run_id>``.
+    """
+    return report_dir.with_name(STAGING_PREFIX + report_dir.name)
+
+
 SIDECAR_SUFFIX = ".reason.json"
 """Quarantined ``x.jpg`` gets ``x.jpg.reason.json`` beside it."""
 
@@ -374,7 +393,12 @@ def write_reports(
     dry_run: bool,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, int]:
-    """Writes the HTML page, the JSON summary and, last, the CSV.
+    """Writes the HTML page, the JSON summary and, last, the CSV, then publishes them at once.
+
+    They are written in :func:`staging_dir` (emptied first: a killed attempt's leftovers) and the
+    folder is renamed to ``report_dir``, so ``report_dir`` either holds every report or does not
+    exist; the CSV under it is what tells a later run the reports were written (the exactly-once
+    rule of :mod:`batch.ledger`).
 
     Args:
         table: from :func:`build_table`.
@@ -389,7 +413,9 @@ def write_reports(
     Returns:
         Files per status.
     """
-    report_dir.mkdir(parents=True, exist_ok=True)
+    staging = staging_dir(report_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     summary = summarise(
         table,
         run_id=run_id,
@@ -401,11 +427,14 @@ def write_reports(
     summary.update(extra or {})
     conf = table["confidence"].dropna()
     if not conf.empty:
-        _atomic_write(report_dir / HISTOGRAM_NAME, _histogram_png(conf))
-    _atomic_write(report_dir / HTML_NAME, _html(table, summary, not conf.empty).encode())
+        _atomic_write(staging / HISTOGRAM_NAME, _histogram_png(conf))
+    _atomic_write(staging / HTML_NAME, _html(table, summary, not conf.empty).encode())
     _atomic_write(
-        report_dir / SUMMARY_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
+        staging / SUMMARY_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode()
     )
-    _atomic_write(report_dir / CSV_NAME, table.to_csv(index=False).encode())
-    fsync_dir(report_dir)
+    failpoints.reach("during_reports")
+    _atomic_write(staging / CSV_NAME, table.to_csv(index=False).encode())
+    fsync_dir(staging)
+    os.rename(staging, report_dir)
+    fsync_dir(report_dir.parent)
     return summary["counts_by_status"]

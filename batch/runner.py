@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -274,6 +275,8 @@ class Runner:
             if csv and Path(csv).is_file():
                 self.ledger.confirm_reports(run_id)
             else:
+                if csv:  # killed while writing them: drop the half-written staging folder
+                    shutil.rmtree(reports.staging_dir(Path(csv).parent), ignore_errors=True)
                 self.ledger.release_reports(run_id)
                 log.warning(
                     "run %s ended without reports; the %d files it finished go to this run's "

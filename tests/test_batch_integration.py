@@ -27,7 +27,7 @@ from conftest import DATA_DIR, ROOT
 from PIL import Image
 from support.model_config import pinned_server_args
 
-from batch import reports
+from batch import history, reports
 from batch.gateway_client import GatewayClient
 from batch.runner import LEDGER_NAME, run
 from batch.settings import BatchSettings
@@ -341,6 +341,7 @@ CRASH_POINTS = [
     ("during_copy", 2, True),
     ("after_copy_before_link", 3, True),
     ("before_reports", 1, False),
+    ("during_reports", 1, False),
     ("after_reports", 1, False),
 ]
 
@@ -372,6 +373,14 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(stack, dirs, point, nth
     assert killed.returncode == -9, killed.stderr
     assert hashes(*everywhere) >= before  # nothing lost yet (a partial copy may add one)
 
+    staged = [p for p in dirs["results"].iterdir() if p.name.startswith(".staging-")]
+    if point == "during_reports":  # killed between its summary and its CSV: nothing published
+        assert [sorted(q.name for q in p.iterdir()) for p in staged] == [
+            ["confidence.png", "report.html", "summary.json"]
+        ]
+    else:
+        assert staged == []
+
     rerun = cli(dirs, gateway.url, env=env)
     # 1: the rerun reports the quarantined junk.jpg; after_reports: the killed run's reports
     # were complete, so the rerun has nothing left to do or report.
@@ -390,8 +399,19 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(stack, dirs, point, nth
         runs = [r for (r,) in db.execute("SELECT run_id FROM runs ORDER BY started_at, rowid")]
     assert attempts == [1] * n_files  # nothing classified was sent again
     assert len(runs) == 2 and set(rows["finished_run"]) <= set(runs)
-    if point == "before_reports":
+    # every run folder holds a whole report; a run killed before its reports leaves no folder
+    folders = {
+        p.name: sorted(q.name for q in p.iterdir())
+        for p in dirs["results"].iterdir()
+        if p.is_dir() and p.name in runs
+    }
+    assert all("report.csv" in names and "summary.json" in names for names in folders.values())
+    assert set(folders) == ({runs[1]} if point != "after_reports" else set(runs))
+    assert [p.name for p in dirs["results"].iterdir() if p.name.startswith(".staging-")] == []
+    if point in ("before_reports", "during_reports"):
         # the killed run filed every file; the rerun reports them, naming who filed them
         assert (set(rows["run_id"]), set(rows["finished_run"])) == ({runs[1]}, {runs[0]})
         said = f"run {runs[0]} ended without reports; the {n_files} files it finished go to"
         assert said in rerun.stderr
+    # history counts each photo once, in the run that reported it
+    assert sum(r.photos for r in history.collect(dirs["results"])) == n_files

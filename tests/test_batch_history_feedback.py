@@ -35,6 +35,36 @@ def _summary(run_id: str, **extra) -> dict:
     }
 
 
+def _file_one(
+    ledger: Ledger,
+    source: str,
+    sha: str,
+    dest: Path,
+    *,
+    outcome: str = "category",
+    category: str = "shoes",
+    confidence: float = 0.9,
+    version: int = 3,
+    finished_by: str = "r1",
+) -> int:
+    """Takes one file through the ledger as run r1 classifies it and ``finished_by`` files it."""
+    row = ledger.discover(source, sha, 7, "r1")
+    ledger.classify(
+        row.id,
+        outcome=outcome,
+        category=category,
+        confidence=confidence,
+        top3=None,
+        model_version=version,
+        error_code=None,
+        error_message=None,
+        run_id="r1",
+    )
+    ledger.start_move(row.id, str(dest))
+    ledger.finish(row.id, "filed", finished_by)
+    return row.id
+
+
 def test_history_counts_uncertain_per_reason_and_links_reports(tmp_path):
     ledger = Ledger(tmp_path / "ledger.sqlite")
     for run_id in ("20261201T020000Z-aaaaaa", "20261202T020000Z-bbbbbb"):
@@ -90,20 +120,16 @@ def test_only_moves_out_of_the_filed_place_are_corrections(tmp_path):
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(f"photo {name}".encode())
         sha = hashlib.sha256(dest.read_bytes()).hexdigest()
-        row = ledger.discover(f"/in/{name}", sha, 7, "r1")
-        ledger.classify(
-            row.id,
+        _file_one(
+            ledger,
+            f"/in/{name}",
+            sha,
+            dest,
             outcome=outcome,
             category="t-shirt",
             confidence=0.4,
-            top3=None,
-            model_version=1,
-            error_code=None,
-            error_message=None,
-            run_id="r1",
+            version=1,
         )
-        ledger.start_move(row.id, str(dest))
-        ledger.finish(row.id, "filed", "r1")
         files[name] = dest
     ledger.close()
     (processed / "hat").mkdir()
@@ -133,21 +159,9 @@ def test_a_run_that_sent_no_image_has_no_rate_not_zero(tmp_path, capsys):
     from batch import reports
 
     ledger = Ledger(tmp_path / "ledger.sqlite")
-    row = ledger.discover("/in/a.jpg", "aa", 2, "r1")
-    ledger.classify(
-        row.id,
-        outcome="category",
-        category="shoes",
-        confidence=0.9,
-        top3=None,
-        model_version=3,
-        error_code=None,
-        error_message=None,
-        run_id="r1",
-    )
-    ledger.start_move(row.id, "/out/shoes/a.jpg")
-    ledger.finish(row.id, "filed", "r2")  # the killed run r1 answered it; r2 only moved it
-    table = reports.build_table([ledger.get(row.id)], "r2")
+    # the killed run r1 answered it; r2 only moved it
+    row_id = _file_one(ledger, "/in/a.jpg", "aa", Path("/out/shoes/a.jpg"), finished_by="r2")
+    table = reports.build_table([ledger.get(row_id)], "r2")
     ledger.close()
     results = tmp_path / "results"
     reports.write_reports(

@@ -24,7 +24,7 @@ from gateway.errors import ErrorCode, GatewayError
 from gateway.errors import register as register_errors
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
-from gateway.predictor import Answer, Predictor
+from gateway.predictor import Answer, ItemResult, Predictor
 from gateway.serving_client import AVAILABLE, ServingClient
 from gateway.settings import Settings
 from serving_api.memory import keep_large_buffers_on_heap
@@ -188,13 +188,18 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
     def predict_batch() -> Response:
         options = uploads.query_options(request, settings)
         files = uploads.batch_images(request, settings)
+        readable = [f for f in files if f.error is None]
+        if not readable:  # nothing to ask the model: the request fails as its first item did
+            raise files[0].error
         answer = predictor.classify(
-            [f.data for f in files], top_k=options.top_k, selector=options.selector
+            [f.data for f in readable], top_k=options.top_k, selector=options.selector
         )
         web.note_answer(answer.version, answer.cache)
+        results = iter(answer.items)
         predictions = []
-        for index, (upload, item) in enumerate(zip(files, answer.items, strict=True)):
+        for index, upload in enumerate(files):
             entry: dict = {"index": index, "filename": upload.filename}
+            item = ItemResult(error=upload.error) if upload.error else next(results)
             if item.error is not None:
                 count_rejection(item.error)
                 entry["error"] = item.error.body()

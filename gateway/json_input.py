@@ -148,7 +148,7 @@ def single_image(body: bytes) -> bytes:
     return decode_b64(_b64_of(doc["image"], "image"), "image.b64")
 
 
-def batch_images(body: bytes, *, max_images: int) -> list[bytes]:
+def batch_images(body: bytes, *, max_images: int) -> list[bytes | GatewayError]:
     """The images of a JSON ``/predict_batch`` body ``{"instances": [{"b64": "..."}, ...]}``.
 
     Args:
@@ -156,14 +156,14 @@ def batch_images(body: bytes, *, max_images: int) -> list[bytes]:
         max_images: the most instances.
 
     Returns:
-        The image bytes in input order.
+        Per instance in input order, its image bytes, or the ``invalid_base64`` error of its
+        ``b64`` text: that item fails alone, as an undecodable image in a multipart batch does.
 
     Raises:
-        GatewayError: ``invalid_parameter`` (400) not JSON, ``instances`` not a list, an
-            instance that is not an object, or the body names a query parameter;
-            ``missing_field`` (400) no or empty ``instances`` or an instance without ``b64``;
-            ``too_many_images`` (413) over ``max_images`` (before decoding any);
-            ``invalid_base64`` (400) naming the first bad index.
+        GatewayError: the request as a whole is malformed: ``invalid_parameter`` (400) not
+            JSON, ``instances`` not a list, an instance that is not an object, or the body names
+            a query parameter; ``missing_field`` (400) no or empty ``instances`` or an instance
+            without ``b64``; ``too_many_images`` (413) over ``max_images`` (before decoding any).
     """
     doc = _load(body)
     if isinstance(doc, dict):
@@ -183,4 +183,10 @@ def batch_images(body: bytes, *, max_images: int) -> list[bytes]:
             f"{len(instances)} images sent; the limit is {max_images} per request",
         )
     texts = [_b64_of(item, f"instances[{i}]") for i, item in enumerate(instances)]
-    return [decode_b64(t, f"instances[{i}].b64") for i, t in enumerate(texts)]
+    images: list[bytes | GatewayError] = []
+    for i, text in enumerate(texts):
+        try:
+            images.append(decode_b64(text, f"instances[{i}].b64"))
+        except GatewayError as exc:
+            images.append(exc)
+    return images

@@ -159,8 +159,9 @@ def _schemas() -> dict:
                     "type": "string",
                     "pattern": B64_PATTERN,
                     "description": "the encoded image file in base64, standard (+/) or URL-safe "
-                    "(-_) alphabet, '=' padding optional, line breaks skipped (MIME); 400 "
-                    "invalid_base64 otherwise",
+                    "(-_) alphabet, '=' padding optional, line breaks skipped (MIME); otherwise "
+                    "invalid_base64: a 400 for /predict, that item's error in a /predict_batch "
+                    "answer (400 when no item is readable)",
                 }
             },
         },

@@ -31,10 +31,13 @@ _READ_CHUNK = 1024 * 1024
 
 @dataclass(frozen=True)
 class Upload:
-    """One uploaded file: its name as sent (or None for a raw body) and its bytes."""
+    """One uploaded file: its name as sent (or None for a raw or JSON body) and its bytes, or
+    the error that makes this one item unreadable (a JSON instance whose base64 does not decode).
+    """
 
     filename: str | None
     data: bytes
+    error: GatewayError | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,8 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
         settings: byte and count limits.
 
     Returns:
-        The uploads with their filenames (None for JSON instances).
+        The uploads with their filenames (None for JSON instances); a JSON instance whose base64
+        does not decode carries its ``invalid_base64`` error and no bytes.
 
     Raises:
         GatewayError: ``unsupported_media_type`` (415) neither multipart nor JSON; JSON errors of
@@ -230,7 +234,10 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
         images = json_input.batch_images(
             _raw_body(request, settings), max_images=settings.max_batch_images
         )
-        return [Upload(None, data) for data in images]
+        return [
+            Upload(None, b"", item) if isinstance(item, GatewayError) else Upload(None, item)
+            for item in images
+        ]
     if request.mimetype != "multipart/form-data":
         raise GatewayError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,

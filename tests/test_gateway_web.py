@@ -92,6 +92,18 @@ def test_json_base64_in_both_alphabets_with_and_without_padding(tiny_server):
         assert len(response.json["prediction"]["top_k"]) == 2
         assert response.json["prediction"]["top_k"] == multipart.json["prediction"]["top_k"][:2]
     photos = [_photo(seed=s) for s in (4, 5)]
+    # an instance whose base64 does not decode fails alone, like an undecodable image
+    mixed = client.post(
+        "/predict_batch",
+        json={"instances": [{"b64": "not base64!"}, {"b64": standard}, {"b64": "abcde"}]},
+    )
+    assert mixed.status_code == 200, mixed.json
+    first, second, third = mixed.json["predictions"]
+    assert (first["index"], first["error"]["code"]) == (0, "invalid_base64")
+    assert first["error"]["message"].startswith("instances[0].b64 is not base64")
+    assert (second["index"], second["label"]) == (1, label) and "error" not in second
+    assert (third["index"], third["error"]["code"]) == (2, "invalid_base64")
+    assert _metric(client, 'gateway_rejected_inputs_total{reason="invalid_base64"}') == 2
     batch = client.post(
         "/predict_batch",
         json={"instances": [{"b64": base64.urlsafe_b64encode(p).decode()} for p in photos]},
@@ -114,13 +126,8 @@ def test_json_input_errors_have_exact_codes(tiny_server):
         ("/predict", {"image": {"b64": 12}}, 400, "invalid_base64", "image.b64"),
         ("/predict", {"image": "abcd"}, 400, "invalid_parameter", "got a string"),
         ("/predict", {"picture": {"b64": good}}, 400, "missing_field", '"image"'),
-        (
-            "/predict_batch",
-            {"instances": [{"b64": good}, {"b64": "not base64!"}]},
-            400,
-            "invalid_base64",
-            "instances[1].b64",
-        ),
+        # one instance only, so nothing is left to predict: the request fails as its item did
+        ("/predict_batch", {"instances": [{"b64": "not base64!"}]}, 400, "invalid_base64", "[0]"),
         ("/predict_batch", {"instances": []}, 400, "missing_field", "instances"),
         ("/predict_batch", {"instances": {"b64": good}}, 400, "invalid_parameter", "list"),
         ("/predict_batch", {"instances": [{"b64": good}] * 4}, 413, "too_many_images", "4 images"),

@@ -34,6 +34,19 @@ STAGING_PREFIX = ".staging-"
 when whole: a run killed while writing them leaves no half report that history would count."""
 
 
+def stale_staging_dirs(results: Path) -> list[Path]:
+    """The staging folders under ``results``; while the caller holds the run lock, each is the
+    unfinished reports of a killed run (its files are reported again by the next real run).
+
+    Args:
+        results: the job's results folder.
+
+    Returns:
+        ``<results>/.staging-*`` folders, sorted; empty if ``results`` does not exist.
+    """
+    return sorted(p for p in Path(results).glob(STAGING_PREFIX + "*") if p.is_dir())
+
+
 def staging_dir(report_dir: Path) -> Path:
     """Where the reports of ``report_dir`` (``<results>/<run_id>``) are written before renaming.
 
@@ -231,8 +244,8 @@ def summarise(
         ``{"low_confidence": 3, "not_a_known_category": 1}``), ``confidence`` statistics
         (count, mean, std, min, p25, median, p75, max, over rows with a prediction),
         ``model_versions``, ``duration_seconds``, ``images_sent`` and ``images_per_second``
-        (images answered / duration; None when no image was sent, e.g. a run that only finished
-        the files of a run killed before it: its rate is not 0, there is none).
+        (images answered / duration; None when the gateway answered no image, e.g. a run that only
+        finished the files of a run killed before it: its rate is not 0, there is none).
     """
     by_status = {k: int(v) for k, v in table["status"].value_counts().sort_index().items()}
     filed = table[table["status"].isin(["filed", "would_file"])]
@@ -313,7 +326,7 @@ def _thumbnail_tag(path: str, caption: str) -> str:
 
 def _rate_text(images_per_second: float | None) -> str:
     if images_per_second is None:
-        return "no images sent to the gateway"
+        return "no image answered by the gateway"
     return f"{images_per_second} images/s"
 
 

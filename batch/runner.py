@@ -231,6 +231,10 @@ class Runner:
         ledger_path = ":memory:" if self.s.dry_run else self.s.results / LEDGER_NAME
         self.ledger = ledger = Ledger(ledger_path)
         try:
+            # this run holds the lock, so a staging folder is a killed run's (dry runs included)
+            for stale in reports.stale_staging_dirs(self.s.results):
+                log.warning("removing %s: reports a killed run did not finish", stale)
+                shutil.rmtree(stale, ignore_errors=True)
             self._settle_crashed_reports()
             ledger.begin_run(self.run_id)
             self._recover_moves()
@@ -275,8 +279,6 @@ class Runner:
             if csv and Path(csv).is_file():
                 self.ledger.confirm_reports(run_id)
             else:
-                if csv:  # killed while writing them: drop the half-written staging folder
-                    shutil.rmtree(reports.staging_dir(Path(csv).parent), ignore_errors=True)
                 self.ledger.release_reports(run_id)
                 log.warning(
                     "run %s ended without reports; the %d files it finished go to this run's "

@@ -262,7 +262,8 @@ def _print_summary(report_dir: Path | None) -> None:
     summary = json.loads((report_dir / "summary.json").read_text())
     _say(
         f"run {summary['run_id']}: {summary['files']} files in {summary['duration_seconds']} s "
-        f"({summary['images_per_second']} images/s), model version(s) {summary['model_versions']}"
+        f"({summary['images_per_second'] or 'no'} images/s), "
+        f"model version(s) {summary['model_versions']}"
     )
     print(
         "    per category:  "

@@ -189,10 +189,12 @@ def create_app(settings: Settings | None = None, *, warm_up: bool = True) -> Fla
         options = uploads.query_options(request, settings)
         files = uploads.batch_images(request, settings)
         readable = [f for f in files if f.error is None]
-        if not readable:  # nothing to ask the model: the request fails as its first item did
-            raise files[0].error
-        answer = predictor.classify(
-            [f.data for f in readable], top_k=options.top_k, selector=options.selector
+        answer = (
+            predictor.classify(
+                [f.data for f in readable], top_k=options.top_k, selector=options.selector
+            )
+            if readable
+            else Answer(settings.model_name, None, [])  # as when no image decodes
         )
         web.note_answer(answer.version, answer.cache)
         results = iter(answer.items)

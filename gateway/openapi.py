@@ -12,6 +12,10 @@ from gateway.json_input import B64_PATTERN
 from gateway.settings import Settings
 
 _MAX_INT = 10**18 - 1  # the largest top_k and version the gateway reads (int64-safe)
+_ONCE = (
+    " Query string only, at most once: given twice, or as a JSON body key or a form field, it "
+    "is refused with 400 invalid_parameter."
+)
 _EXCLUSIVE = (
     " Not together with {other}: a request with both is refused with 400 invalid_parameter "
     "(TF Serving's ModelSpec takes one of them)."
@@ -161,7 +165,7 @@ def _schemas() -> dict:
                     "description": "the encoded image file in base64, standard (+/) or URL-safe "
                     "(-_) alphabet, '=' padding optional, line breaks skipped (MIME); otherwise "
                     "invalid_base64: a 400 for /predict, that item's error in a /predict_batch "
-                    "answer (400 when no item is readable)",
+                    "answer",
                 }
             },
         },
@@ -201,14 +205,14 @@ def document(settings: Settings, version: str) -> dict:
                 "maximum": _MAX_INT,
                 "default": settings.top_k,
             },
-            "description": "top-k list length, capped at the number of classes",
+            "description": "top-k list length, capped at the number of classes." + _ONCE,
         },
         {
             "name": "version",
             "in": "query",
             "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_INT},
             "description": "pin a model version (TF Serving ModelSpec.version); 404 not_found "
-            "when the server does not have it." + _EXCLUSIVE.format(other="version_label"),
+            "when the server does not have it." + _EXCLUSIVE.format(other="version_label") + _ONCE,
         },
         {
             "name": "version_label",
@@ -216,7 +220,8 @@ def document(settings: Settings, version: str) -> dict:
             "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.\\-]{1,64}$"},
             "description": "a version label of TF Serving's model config; 404 not_found when "
             "the server has no such label. Answers by label are never cached."
-            + _EXCLUSIVE.format(other="version"),
+            + _EXCLUSIVE.format(other="version")
+            + _ONCE,
         },
     ]
     auth = [{"apiKey": []}] if settings.api_key else []

@@ -123,6 +123,17 @@ def _int_param(
     return int(raw)
 
 
+def _no_query_parameters_in_form(request: Request, path: str) -> None:
+    """Refuses a multipart form that carries a query parameter (``curl -F top_k=1``), which would
+    otherwise be silently ignored; :func:`gateway.json_input` does the same for JSON bodies."""
+    for name in json_input.QUERY_PARAMETERS:
+        if name in request.form or name in request.files:
+            raise GatewayError(
+                ErrorCode.INVALID_PARAMETER,
+                f"{name} is a query parameter, not a form field: send {path}?{name}=...",
+            )
+
+
 def _missing_file(request: Request, name: str) -> GatewayError:
     if name in request.form:
         return GatewayError(
@@ -180,11 +191,13 @@ def single_image(request: Request, settings: Settings) -> Upload:
         GatewayError: ``missing_field`` (400) multipart without an ``image`` file (a text field
             named ``image`` is told to be a file upload) or no body; JSON errors of
             :func:`gateway.json_input.single_image`;
-            ``invalid_parameter`` (400) more than one ``image``; ``unsupported_media_type``
+            ``invalid_parameter`` (400) more than one ``image``, or a form field named as a
+            query parameter (``top_k``, ``version``, ``version_label``); ``unsupported_media_type``
             (415) another content type; ``payload_too_large`` (413).
     """
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
+        _no_query_parameters_in_form(request, "/predict")
         files = request.files.getlist("image")
         if not files:
             raise _missing_file(request, "image")
@@ -226,9 +239,9 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
 
     Raises:
         GatewayError: ``unsupported_media_type`` (415) neither multipart nor JSON; JSON errors of
-            :func:`gateway.json_input.batch_images`; ``missing_field`` (400) no
-            ``images`` file; ``too_many_images`` (413) more than ``MAX_BATCH_IMAGES``;
-            ``payload_too_large`` (413).
+            :func:`gateway.json_input.batch_images`; ``invalid_parameter`` (400) a form field
+            named as a query parameter; ``missing_field`` (400) no ``images`` file;
+            ``too_many_images`` (413) more than ``MAX_BATCH_IMAGES``; ``payload_too_large`` (413).
     """
     if request.mimetype == _JSON:
         images = json_input.batch_images(
@@ -244,6 +257,7 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
             "send the images as repeated multipart/form-data field 'images' or as JSON "
             '{"instances": [{"b64": "..."}, ...]}',
         )
+    _no_query_parameters_in_form(request, "/predict_batch")
     files = request.files.getlist("images")
     if not files:
         raise _missing_file(request, "images")

@@ -176,7 +176,7 @@ def test_a_run_that_sent_no_image_has_no_rate_not_zero(tmp_path, capsys):
     summary = json.loads((results / "r2" / "summary.json").read_text())
     assert (summary["images_sent"], summary["images_per_second"]) == (0, None)
     page = (results / "r2" / "report.html").read_text()
-    assert "no images sent to the gateway" in page and "images/s" not in page
+    assert "no image answered by the gateway" in page and "images/s" not in page
 
     assert history.main(["--results", str(results), "--no-index"]) == 0
     header, line = capsys.readouterr().out.splitlines()

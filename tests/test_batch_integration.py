@@ -256,6 +256,17 @@ def test_dry_run_moves_nothing(stack, dirs):
         str(dirs["quarantine"] / "e.jpg"),
         str(dirs["processed"] / "pants" / "p.jpg"),
     ]
+    # a dry run (ledger in memory) killed while writing its reports: its staging folder is gone
+    # after the next run, which holds the same lock
+    killed = cli(
+        dirs, gateway.url, "--dry-run", env={"FASHION_BATCH_FAILPOINT": "during_reports:1"}
+    )
+    assert killed.returncode == -9, killed.stderr
+    (staged,) = [p for p in dirs["results"].iterdir() if p.name.startswith(".staging-")]
+    again = cli(dirs, gateway.url, "--dry-run")
+    assert again.returncode == 1, again.stderr
+    assert not staged.exists() and f"removing {staged}" in again.stderr
+    assert tree(dirs["incoming"]) == before
 
 
 def test_unreachable_gateway_exits_75_retry_later_and_touches_nothing(dirs):

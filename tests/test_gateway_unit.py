@@ -682,3 +682,22 @@ def test_a_query_parameter_in_a_json_body_is_refused_not_ignored(closed_address,
             "message": f"{name} is a query parameter, not a body field: send {path}?{name}=...",
         },
     )
+
+
+@pytest.mark.parametrize("name", ["top_k", "version", "version_label"])
+@pytest.mark.parametrize(("path", "field"), [("/predict", "image"), ("/predict_batch", "images")])
+def test_a_query_parameter_as_a_form_field_is_refused_not_ignored(
+    closed_address, path, field, name
+):
+    response = _client(closed_address).post(
+        path,
+        data={field: (io.BytesIO(b"x"), "a.png"), name: "1"},
+        content_type="multipart/form-data",
+    )
+    assert (response.status_code, response.json["error"]) == (
+        400,
+        {
+            "code": "invalid_parameter",
+            "message": f"{name} is a query parameter, not a form field: send {path}?{name}=...",
+        },
+    )

@@ -86,12 +86,18 @@ def _json_type(value: object) -> str:
     return {str: "a string", list: "an array", dict: "an object"}.get(type(value), "null")
 
 
+QUERY_PARAMETERS = ("top_k", "version", "version_label")
+"""The options of ``/predict`` and ``/predict_batch``: query string only; a JSON body naming one
+is refused, not ignored."""
+
+
 def _b64_of(item: object, where: str) -> object:
     """The ``b64`` value of ``item``, which must be an object ``{"b64": ...}``.
 
     Raises:
         GatewayError: ``invalid_parameter`` (400) ``item`` is another JSON type (a bare base64
-            string, a number, an array ...), naming ``where`` and the type sent;
+            string, a number, an array ...), naming ``where`` and the type sent, or it carries a
+            query parameter (``top_k``, ``version``, ``version_label``);
             ``missing_field`` (400) ``item`` is null or an object without ``b64``.
     """
     if item is not None and not isinstance(item, dict):
@@ -103,12 +109,14 @@ def _b64_of(item: object, where: str) -> object:
         raise GatewayError(
             ErrorCode.MISSING_FIELD, f'{where} must be an object {{"b64": "<base64 image>"}}'
         )
+    for name in QUERY_PARAMETERS:  # per image options do not exist: refuse, never ignore
+        if name in item:
+            raise GatewayError(
+                ErrorCode.INVALID_PARAMETER,
+                f"{where}.{name}: {name} is a query parameter of the whole request, not a field "
+                "of an image",
+            )
     return item["b64"]
-
-
-QUERY_PARAMETERS = ("top_k", "version", "version_label")
-"""The options of ``/predict`` and ``/predict_batch``: query string only; a JSON body naming one
-is refused, not ignored."""
 
 
 def _no_query_parameters(doc: dict, path: str) -> None:

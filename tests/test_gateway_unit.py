@@ -701,3 +701,26 @@ def test_a_query_parameter_as_a_form_field_is_refused_not_ignored(
             "message": f"{name} is a query parameter, not a form field: send {path}?{name}=...",
         },
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        ("/predict", {"image": {"b64": "aGk=", "top_k": 3}}, "image.top_k"),
+        (
+            "/predict_batch",
+            {"instances": [{"b64": "aGk="}, {"b64": "aGk=", "top_k": 3}]},
+            "instances[1].top_k",
+        ),
+    ],
+)
+def test_a_query_parameter_inside_an_image_object_is_refused(closed_address, path, body, where):
+    response = _client(closed_address).post(path, json=body)
+    assert (response.status_code, response.json["error"]) == (
+        400,
+        {
+            "code": "invalid_parameter",
+            "message": f"{where}: top_k is a query parameter of the whole request, not a field "
+            "of an image",
+        },
+    )

@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Iterable
 
 from gateway.errors import ErrorCode, GatewayError
 
@@ -91,13 +92,35 @@ QUERY_PARAMETERS = ("top_k", "version", "version_label")
 is refused, not ignored."""
 
 
-def _b64_of(item: object, where: str) -> object:
+def refuse_options(keys: Iterable[str], place: str, path: str) -> None:
+    """Refuses a query parameter sent anywhere but the query string, where it would be ignored.
+
+    The one check for JSON bodies, JSON image objects and multipart forms.
+
+    Args:
+        keys: the names the caller sent in that place (a JSON object's keys, a form's fields).
+        place: the place in words, e.g. ``a body field``, ``a field of instances[1]``.
+        path: the endpoint, e.g. ``/predict``, for the message's example.
+
+    Raises:
+        GatewayError: ``invalid_parameter`` (400) naming the first of :data:`QUERY_PARAMETERS`
+            in ``keys``, the place and the query string to use.
+    """
+    for name in QUERY_PARAMETERS:
+        if name in keys:
+            raise GatewayError(
+                ErrorCode.INVALID_PARAMETER,
+                f"{name} is a query parameter, not {place}: send {path}?{name}=...",
+            )
+
+
+def _b64_of(item: object, where: str, path: str) -> object:
     """The ``b64`` value of ``item``, which must be an object ``{"b64": ...}``.
 
     Raises:
         GatewayError: ``invalid_parameter`` (400) ``item`` is another JSON type (a bare base64
             string, a number, an array ...), naming ``where`` and the type sent, or it carries a
-            query parameter (``top_k``, ``version``, ``version_label``);
+            query parameter (see :func:`refuse_options`);
             ``missing_field`` (400) ``item`` is null or an object without ``b64``.
     """
     if item is not None and not isinstance(item, dict):
@@ -109,28 +132,8 @@ def _b64_of(item: object, where: str) -> object:
         raise GatewayError(
             ErrorCode.MISSING_FIELD, f'{where} must be an object {{"b64": "<base64 image>"}}'
         )
-    for name in QUERY_PARAMETERS:  # per image options do not exist: refuse, never ignore
-        if name in item:
-            raise GatewayError(
-                ErrorCode.INVALID_PARAMETER,
-                f"{where}.{name}: {name} is a query parameter of the whole request, not a field "
-                "of an image",
-            )
+    refuse_options(item, f"a field of {where}", path)
     return item["b64"]
-
-
-def _no_query_parameters(doc: dict, path: str) -> None:
-    """Refuses a body that carries a query parameter, which would otherwise be silently ignored.
-
-    Raises:
-        GatewayError: ``invalid_parameter`` (400) naming the key and the query string to use.
-    """
-    for name in QUERY_PARAMETERS:
-        if name in doc:
-            raise GatewayError(
-                ErrorCode.INVALID_PARAMETER,
-                f"{name} is a query parameter, not a body field: send {path}?{name}=...",
-            )
 
 
 def single_image(body: bytes) -> bytes:
@@ -150,10 +153,10 @@ def single_image(body: bytes) -> bytes:
     """
     doc = _load(body)
     if isinstance(doc, dict):
-        _no_query_parameters(doc, "/predict")
+        refuse_options(doc, "a body field", "/predict")
     if not isinstance(doc, dict) or "image" not in doc:
         raise GatewayError(ErrorCode.MISSING_FIELD, 'send {"image": {"b64": "<base64 image>"}}')
-    return decode_b64(_b64_of(doc["image"], "image"), "image.b64")
+    return decode_b64(_b64_of(doc["image"], "image", "/predict"), "image.b64")
 
 
 def batch_images(body: bytes, *, max_images: int) -> list[bytes | GatewayError]:
@@ -175,7 +178,7 @@ def batch_images(body: bytes, *, max_images: int) -> list[bytes | GatewayError]:
     """
     doc = _load(body)
     if isinstance(doc, dict):
-        _no_query_parameters(doc, "/predict_batch")
+        refuse_options(doc, "a body field", "/predict_batch")
     if not isinstance(doc, dict) or "instances" not in doc:
         raise GatewayError(
             ErrorCode.MISSING_FIELD, 'send {"instances": [{"b64": "<base64 image>"}, ...]}'
@@ -190,7 +193,7 @@ def batch_images(body: bytes, *, max_images: int) -> list[bytes | GatewayError]:
             ErrorCode.TOO_MANY_IMAGES,
             f"{len(instances)} images sent; the limit is {max_images} per request",
         )
-    texts = [_b64_of(item, f"instances[{i}]") for i, item in enumerate(instances)]
+    texts = [_b64_of(item, f"instances[{i}]", "/predict_batch") for i, item in enumerate(instances)]
     images: list[bytes | GatewayError] = []
     for i, text in enumerate(texts):
         try:

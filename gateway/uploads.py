@@ -123,17 +123,6 @@ def _int_param(
     return int(raw)
 
 
-def _no_query_parameters_in_form(request: Request, path: str) -> None:
-    """Refuses a multipart form that carries a query parameter (``curl -F top_k=1``), which would
-    otherwise be silently ignored; :func:`gateway.json_input` does the same for JSON bodies."""
-    for name in json_input.QUERY_PARAMETERS:
-        if name in request.form or name in request.files:
-            raise GatewayError(
-                ErrorCode.INVALID_PARAMETER,
-                f"{name} is a query parameter, not a form field: send {path}?{name}=...",
-            )
-
-
 def _missing_file(request: Request, name: str) -> GatewayError:
     if name in request.form:
         return GatewayError(
@@ -197,7 +186,7 @@ def single_image(request: Request, settings: Settings) -> Upload:
     """
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
-        _no_query_parameters_in_form(request, "/predict")
+        json_input.refuse_options([*request.form, *request.files], "a form field", "/predict")
         files = request.files.getlist("image")
         if not files:
             raise _missing_file(request, "image")
@@ -257,7 +246,7 @@ def batch_images(request: Request, settings: Settings) -> list[Upload]:
             "send the images as repeated multipart/form-data field 'images' or as JSON "
             '{"instances": [{"b64": "..."}, ...]}',
         )
-    _no_query_parameters_in_form(request, "/predict_batch")
+    json_input.refuse_options([*request.form, *request.files], "a form field", "/predict_batch")
     files = request.files.getlist("images")
     if not files:
         raise _missing_file(request, "images")

@@ -14,7 +14,6 @@ import io
 import json
 import math
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -324,7 +323,9 @@ def _thumbnail_tag(path: str, caption: str) -> str:
     return f"<figure>{img}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
-def _rate_text(images_per_second: float | None) -> str:
+def rate_text(images_per_second: float | None) -> str:
+    """``summary.json``'s ``images_per_second`` in words: ``"12.5 images/s"``, or that the gateway
+    answered no image (None)."""
     if images_per_second is None:
         return "no image answered by the gateway"
     return f"{images_per_second} images/s"
@@ -383,7 +384,7 @@ width:{THUMBNAIL_PX + 12}px;font-size:11px;word-break:break-all}}
 text-align:center}}</style></head><body>
 <h1>Batch run {html.escape(summary["run_id"])}{" (dry run)" if summary["dry_run"] else ""}</h1>
 <p>{summary["files"]} files, exit code {summary["exit_code"]}, {summary["duration_seconds"]} s,
-{_rate_text(summary["images_per_second"])}, model versions {summary["model_versions"]}.</p>
+{rate_text(summary["images_per_second"])}, model versions {summary["model_versions"]}.</p>
 <h2>Files by status</h2>{statuses.to_html(index=False)}
 <h2>Images per category</h2>{counts.to_html(index=False)}
 <h2>Uncertain images per reason</h2>{rule_line}{reason_table}
@@ -408,10 +409,11 @@ def write_reports(
 ) -> dict[str, int]:
     """Writes the HTML page, the JSON summary and, last, the CSV, then publishes them at once.
 
-    They are written in :func:`staging_dir` (emptied first: a killed attempt's leftovers) and the
-    folder is renamed to ``report_dir``, so ``report_dir`` either holds every report or does not
-    exist; the CSV under it is what tells a later run the reports were written (the exactly-once
-    rule of :mod:`batch.ledger`).
+    They are written in :func:`staging_dir` (run ids are unique, and the runner removes a killed
+    run's staging folder under the run lock before anything else) and the folder is renamed to
+    ``report_dir``, so ``report_dir`` either holds every report or does not exist; the CSV under
+    it is what tells a later run the reports were written (the exactly-once rule of
+    :mod:`batch.ledger`).
 
     Args:
         table: from :func:`build_table`.
@@ -427,7 +429,6 @@ def write_reports(
         Files per status.
     """
     staging = staging_dir(report_dir)
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     summary = summarise(
         table,

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
+from batch.reports import rate_text
 from batch.settings import EXIT_CONFIG, parse_settings
 from contract import IMAGE_SUFFIXES
 
@@ -262,7 +263,7 @@ def _print_summary(report_dir: Path | None) -> None:
     summary = json.loads((report_dir / "summary.json").read_text())
     _say(
         f"run {summary['run_id']}: {summary['files']} files in {summary['duration_seconds']} s "
-        f"({summary['images_per_second'] or 'no'} images/s), "
+        f"({rate_text(summary['images_per_second'])}), "
         f"model version(s) {summary['model_versions']}"
     )
     print(
